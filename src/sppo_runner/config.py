@@ -1,0 +1,295 @@
+"""Typed configuration: dataclass schemas registered in Hydra's ConfigStore.
+
+Choice fields are ``str`` Enums, so OmegaConf rejects a bad value at compose time
+with ``Invalid value 'x', expected one of [...]`` and the full key. Checks that
+span fields or depend on registries live in :func:`validate`, whose messages name
+the key and the allowed values too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class CriticKind(str, Enum):
+    none = "none"
+    prompt = "prompt"
+    token = "token"
+
+
+class CriticLoss(str, Enum):
+    bce = "bce"
+    mse = "mse"
+
+
+LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+
+
+class KLEstimator(str, Enum):
+    k1 = "k1"
+    k3 = "k3"
+
+
+class WandbMode(str, Enum):
+    auto = "auto"
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
+
+
+class DataSource(str, Enum):
+    synthetic = "synthetic"
+    file = "file"
+    hub = "hub"
+
+
+class BadRow(str, Enum):
+    error = "error"
+    skip = "skip"
+
+
+class LongPrompt(str, Enum):
+    filter = "filter"
+    truncate = "truncate"
+
+
+@dataclass
+class AlgorithmConfig:
+    """What differs between algorithms; ``name`` picks the registered spec."""
+
+    name: str = MISSING
+    samples_per_prompt: int = 1
+    clip_ratio_low: float = 0.2
+    clip_ratio_high: float = 0.2
+    dual_clip: float = 3.0  # <= 1 disables it
+    loss_agg: str = "token-mean"  # one of LOSS_AGG_MODES
+    ppo_epochs: int = 1
+    mini_batches: int = 1  # optimizer steps per epoch (the batch is split evenly)
+    gamma: float = 1.0
+    lam: float = 1.0
+    norm_by_std: bool = True  # GRPO; False is Dr. GRPO
+    adv_eps: float = 1e-6
+    whiten_advantages: bool = False
+    critic_loss: CriticLoss = CriticLoss.bce
+    value_clip: float = 0.0  # 0 disables value clipping (token critics only)
+    critic_warmup_steps: int = 0  # steps that update only the critic
+    critic_epochs: int = 1
+    kl_coef: float = 0.0  # KL to a frozen reference, in the loss
+    kl_estimator: KLEstimator = KLEstimator.k3
+    kl_in_reward_coef: float = 0.0  # KL to the reference, subtracted from rewards
+    entropy_coef: float = 0.0
+
+
+@dataclass
+class ModelConfig:
+    """The policy. ``path`` is ``embedded``, a local folder or a hub id."""
+
+    path: str = "embedded"
+    dtype: str = "float32"
+    lr: float = 1e-6
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0
+    gradient_checkpointing: bool = False
+    micro_batch_size: int = 0  # rows per forward in the learner; 0 = whole mini-batch
+    trust_remote_code: bool = False
+
+
+@dataclass
+class CriticConfig:
+    """The critic: its own model with a scalar head (may be smaller than the policy)."""
+
+    path: str = "embedded"
+    dtype: str = "float32"
+    lr: float = 1e-5
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0
+    gradient_checkpointing: bool = False
+    micro_batch_size: int = 0
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataConfig:
+    """Where prompts come from and how they are rendered."""
+
+    source: DataSource = DataSource.synthetic
+    difficulty: int = 2  # synthetic task
+    seed: int = 0  # synthetic task generation (independent of the run seed)
+    train_size: int = 20000
+    path: Optional[str] = None  # file source: .parquet / .jsonl / .csv
+    name: Optional[str] = None  # hub source: dataset id
+    split: str = "train"
+    prompt_key: str = "prompt"
+    answer_key: str = "reward_model.ground_truth"
+    source_key: str = "data_source"
+    chat_template: bool = True  # use the tokenizer's template when it has one
+    suffix: str = ""
+    max_prompt_tokens: int = 256
+    long_prompts: LongPrompt = LongPrompt.filter
+    bad_rows: BadRow = BadRow.error
+    prompts_per_step: int = 64
+
+
+@dataclass
+class RolloutConfig:
+    backend: str = "native"
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 64
+    stop: list[str] = field(default_factory=list)
+    micro_batch_size: int = 0  # rows generated at once; 0 = all
+
+
+@dataclass
+class VerifierConfig:
+    extractors: list[str] = field(default_factory=lambda: ["boxed"])
+    timeout_s: float = 2.0
+    workers: int = 0  # 0 = one per core
+
+
+@dataclass
+class WandbConfig:
+    mode: WandbMode = WandbMode.auto
+    project: str = "sppo-runner"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+    init_timeout_s: float = 30.0
+
+
+@dataclass
+class LoggerConfig:
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    progress: bool = True
+    samples_per_step: int = 4  # rows of samples.jsonl per step
+
+
+@dataclass
+class TrainerConfig:
+    """Loop length, budgets (first one reached stops the run), cadence, device."""
+
+    steps: int = 100
+    max_prompts: int = 0  # 0 = no budget
+    max_samples: int = 0
+    max_tokens: int = 0
+    max_seconds: float = 0.0
+    eval_every: int = 0  # 0 = only before and after training
+    checkpoint_every: int = 0  # 0 = only at the end
+    keep_checkpoints: int = 2
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch intra-op threads on CPU; 0 = all cores
+    deterministic: bool = True
+
+
+@dataclass
+class EvalConfig:
+    n_problems: int = 256
+    k: int = 4
+    temperature: float = -1.0  # < 0: the rollout temperature
+    greedy: bool = True
+    batch_size: int = 256
+    max_new_tokens: int = 0  # 0: the rollout value
+
+
+@dataclass
+class Config:
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    verifier: VerifierConfig = field(default_factory=VerifierConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    resume: Optional[str] = None
+    run_dir: Optional[str] = None  # set by the CLI (Hydra's run folder)
+
+
+def register_configs() -> None:
+    """Stores the root schema; ``conf/config.yaml`` lists it first, which types every group.
+
+    Group schemas are deliberately not stored under the groups: they would show up
+    as choices in ``Available options`` messages.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="config_schema", node=Config)
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range or inconsistent; the message names the key."""
+
+
+def _check(ok: bool, key: str, msg: str) -> None:
+    if not ok:
+        raise ConfigError(f"config error at '{key}': {msg}")
+
+
+def _choice(value: Any, key: str, allowed: list[str]) -> None:
+    _check(value in allowed, key, f"got {value!r}; allowed values: {', '.join(sorted(allowed))}")
+
+
+def validate(cfg: Config | DictConfig) -> None:
+    """Cross-field and registry checks that the schema types cannot express.
+
+    Raises:
+        ConfigError: naming the key, the bad value and what is allowed.
+    """
+    from sppo_runner.algorithms import ALGORITHMS
+    from sppo_runner.rollout import BACKENDS
+    from sppo_runner.verifier import EXTRACTORS
+
+    a = cfg.algorithm
+    _choice(a.name, "algorithm.name", list(ALGORITHMS))
+    spec = ALGORITHMS[a.name]
+    _check(
+        a.samples_per_prompt >= spec.min_samples_per_prompt,
+        "algorithm.samples_per_prompt",
+        f"{a.name} needs at least {spec.min_samples_per_prompt} samples per prompt, got {a.samples_per_prompt}",
+    )
+    _choice(a.loss_agg, "algorithm.loss_agg", list(LOSS_AGG_MODES))
+    _check(0 <= a.clip_ratio_low < 1, "algorithm.clip_ratio_low", f"must be in [0, 1), got {a.clip_ratio_low}")
+    _check(a.clip_ratio_high >= 0, "algorithm.clip_ratio_high", f"must be >= 0, got {a.clip_ratio_high}")
+    _check(0 <= a.gamma <= 1 and 0 <= a.lam <= 1, "algorithm.gamma/lam", "must be in [0, 1]")
+    _check(a.ppo_epochs >= 1, "algorithm.ppo_epochs", "must be >= 1")
+    _check(a.mini_batches >= 1, "algorithm.mini_batches", "must be >= 1")
+    _choice(cfg.rollout.backend, "rollout.backend", list(BACKENDS))
+    _check(cfg.rollout.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
+    _check(0 < cfg.rollout.top_p <= 1, "rollout.top_p", f"must be in (0, 1], got {cfg.rollout.top_p}")
+    _check(cfg.rollout.temperature > 0, "rollout.temperature", "training samples need temperature > 0")
+    for i, name in enumerate(cfg.verifier.extractors):
+        _choice(name, f"verifier.extractors[{i}]", list(EXTRACTORS))
+    _check(cfg.data.prompts_per_step >= 1, "data.prompts_per_step", "must be >= 1")
+    _check(
+        cfg.data.prompts_per_step * a.samples_per_prompt >= a.mini_batches,
+        "algorithm.mini_batches",
+        "cannot exceed the number of samples per step",
+    )
+    _check(1 <= cfg.data.difficulty <= 5, "data.difficulty", f"allowed values: 1..5, got {cfg.data.difficulty}")
+    _check(cfg.eval.k >= 1, "eval.k", "must be >= 1")
+    _check(cfg.trainer.steps >= 0, "trainer.steps", "must be >= 0")
+    dev = cfg.trainer.device
+    _check(
+        dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"),
+        "trainer.device",
+        f"got {dev!r}; allowed values: auto, cpu, cuda, cuda:N",
+    )
+    for key, value in (("model.dtype", cfg.model.dtype), ("critic.dtype", cfg.critic.dtype)):
+        _choice(value, key, ["bfloat16", "float16", "float32"])
+
+
+def to_object(cfg: DictConfig) -> Config:
+    """Converts a composed DictConfig to the typed :class:`Config` (and validates it)."""
+    obj = OmegaConf.to_object(cfg)
+    assert isinstance(obj, Config), type(obj)
+    validate(obj)
+    return obj

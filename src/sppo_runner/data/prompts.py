@@ -1,0 +1,57 @@
+"""Rendering problems into model input and tokenizing them."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from sppo_runner.data.problem import Problem
+
+log = logging.getLogger(__name__)
+
+
+def render(problem: Problem, tokenizer: Any, use_chat_template: bool, suffix: str) -> str:
+    """The text the policy sees: chat template (when enabled and present) around prompt + suffix."""
+    text = problem.prompt + (suffix or "")
+    if use_chat_template and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+        )
+    return text
+
+
+@dataclass
+class EncodedProblems:
+    """Problems with their prompt token ids (aligned lists).
+
+    Attributes:
+        problems: The kept problems.
+        token_ids: Their prompt ids, unpadded.
+        n_filtered: Problems dropped for exceeding the prompt limit.
+        n_truncated: Prompts cut to the limit (keeping their end, where the question is asked).
+    """
+
+    problems: list[Problem]
+    token_ids: list[list[int]]
+    n_filtered: int = 0
+    n_truncated: int = 0
+
+
+def encode(problems: Sequence[Problem], tokenizer: Any, cfg: Any) -> EncodedProblems:
+    """Renders and tokenizes ``problems`` under ``cfg`` (a DataConfig)."""
+    out = EncodedProblems([], [])
+    limit = cfg.max_prompt_tokens
+    for p in problems:
+        ids = tokenizer(render(p, tokenizer, cfg.chat_template, cfg.suffix), add_special_tokens=False)["input_ids"]
+        if limit and len(ids) > limit:
+            if cfg.long_prompts == "filter":
+                out.n_filtered += 1
+                continue
+            ids = ids[-limit:]
+            out.n_truncated += 1
+        out.problems.append(p)
+        out.token_ids.append(ids)
+    if out.n_filtered or out.n_truncated:
+        log.info("prompts over %d tokens: %d filtered, %d truncated", limit, out.n_filtered, out.n_truncated)
+    return out

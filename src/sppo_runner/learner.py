@@ -1,0 +1,173 @@
+"""Critic and actor updates over mini-batches, driven by the algorithm spec.
+
+Reads like cleanrl's PPO update: shuffle, split into mini-batches, one optimizer
+step per mini-batch, and a dictionary of diagnostics (clip fractions, approx KL,
+entropy, gradient norms, skipped non-finite steps).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any, Iterator, Optional
+
+import torch
+
+from sppo_runner.algorithms import AlgorithmSpec
+from sppo_runner.algorithms.advantages import AdvantageInputs, token_rewards_from
+from sppo_runner.algorithms.losses import Normalizer, aggregate, clipped_policy_loss, kl_penalty, masked_mean
+from sppo_runner.batch import RolloutBatch, ScoredBatch, index_rollout
+from sppo_runner.critics import CRITICS
+from sppo_runner.logprobs import sequence_logprobs
+
+
+def make_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.Optimizer:
+    """AdamW with the config's lr, betas and weight decay (constant lr, as in the paper)."""
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+
+def _chunks(idx: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
+    size = size if size > 0 else len(idx)
+    for start in range(0, len(idx), size):
+        yield idx[start : start + size]
+
+
+class Learner:
+    """Owns the trainable models and their optimizers.
+
+    Args:
+        spec: The registered algorithm.
+        cfg: The full run config (``algorithm``, ``model``, ``critic``, ``rollout``).
+        policy: The causal LM being trained.
+        critic: The critic model, or None when ``spec.critic == "none"``.
+        ref: A frozen reference policy, or None when no KL term is used.
+        seed: Seeds the mini-batch shuffling.
+    """
+
+    def __init__(self, spec: AlgorithmSpec, cfg: Any, policy: torch.nn.Module,
+                 critic: Optional[torch.nn.Module], ref: Optional[torch.nn.Module], seed: int) -> None:
+        self.spec, self.cfg, self.policy, self.critic, self.ref = spec, cfg, policy, critic, ref
+        self.algo = cfg.algorithm
+        self.critic_kind = CRITICS[spec.critic]
+        self.actor_opt = make_optimizer(policy, cfg.model)
+        self.critic_opt = make_optimizer(critic, cfg.critic) if critic is not None else None
+        self.shuffle = torch.Generator().manual_seed(seed)
+        self.skipped = {"actor": 0, "critic": 0}
+
+    # ---- scoring -------------------------------------------------------------------------
+    @torch.no_grad()
+    def score(self, rollout: RolloutBatch, rewards: torch.Tensor,
+              baseline_rewards: Optional[torch.Tensor] = None) -> ScoredBatch:
+        """Pre-update critic values, reference log-probs, KL-in-reward and advantages."""
+        values = None
+        if self.critic_kind is not None:
+            self.critic.eval()
+            values = self.critic_kind.values(self.critic, rollout)
+        ref_lp = None
+        if self.ref is not None:
+            ref_lp, _ = sequence_logprobs(self.ref, *rollout.full(), rollout.response_ids.shape[1],
+                                          self.cfg.rollout.temperature)
+        token_rewards = token_rewards_from(rewards, rollout.response_mask)
+        if self.algo.kl_in_reward_coef > 0:
+            kl = kl_penalty(rollout.logprobs, ref_lp, self.algo.kl_estimator)
+            token_rewards = token_rewards - self.algo.kl_in_reward_coef * kl * rollout.response_mask
+        inp = AdvantageInputs(token_rewards, rollout.response_mask.float(), rollout.group, values, baseline_rewards)
+        adv, returns = self.spec.advantage(inp, self.algo)
+        return ScoredBatch(rollout, rewards, adv, returns, values, ref_lp)
+
+    # ---- updates -------------------------------------------------------------------------
+    def _minibatches(self, n: int) -> Iterator[torch.Tensor]:
+        perm = torch.randperm(n, generator=self.shuffle)
+        size = math.ceil(n / self.algo.mini_batches)
+        return _chunks(perm, size)
+
+    def _step(self, model: torch.nn.Module, opt: torch.optim.Optimizer, clip: float, who: str) -> float:
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip > 0 else float("inf"))
+        if not torch.isfinite(grad_norm):
+            # A NaN/inf gradient would poison Adam's moments for the rest of the run.
+            self.skipped[who] += 1
+            opt.zero_grad(set_to_none=True)
+            return float("nan")
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(grad_norm)
+
+    def update_critic(self, batch: ScoredBatch) -> dict[str, float]:
+        """Fits the critic to ``batch.returns`` (BCE for SPPO); no-op without a critic."""
+        if self.critic_kind is None:
+            return {}
+        self.critic.train()
+        stats: dict[str, list[float]] = defaultdict(list)
+        micro = self.cfg.critic.micro_batch_size
+        for _ in range(self.algo.critic_epochs):
+            for mb in self._minibatches(batch.rollout.size):
+                norm = self.critic_kind.normalizer(index_rollout(batch.rollout, mb))
+                mb_loss = 0.0  # micro-batch shares add up to the mini-batch loss
+                for idx in _chunks(mb, micro):
+                    roll = index_rollout(batch.rollout, idx)
+                    loss, _ = self.critic_kind.loss(self.critic, roll, batch.returns[idx],
+                                                    batch.values[idx], self.algo, norm)
+                    loss.backward()
+                    mb_loss += loss.item()
+                stats["critic/loss"].append(mb_loss)
+                stats["critic/grad_norm"].append(self._step(self.critic, self.critic_opt, self.cfg.critic.grad_clip, "critic"))
+        out = {k: sum(v) / len(v) for k, v in stats.items()}
+        out["critic/skipped_steps"] = float(self.skipped["critic"])
+        return out
+
+    def update_actor(self, batch: ScoredBatch) -> dict[str, float]:
+        """Clipped-PPO epochs over mini-batches of the batch."""
+        self.policy.train()
+        T = batch.rollout.response_ids.shape[1]
+        temp = self.cfg.rollout.temperature
+        want_entropy = True  # logged always: the paper's entropy-collapse diagnostic
+        stats: dict[str, list[float]] = defaultdict(list)
+        for _ in range(self.algo.ppo_epochs):
+            for mb in self._minibatches(batch.rollout.size):
+                norm = Normalizer.of(batch.rollout.response_mask[mb])
+                micro: dict[str, list[float]] = defaultdict(list)
+                for idx in _chunks(mb, self.cfg.model.micro_batch_size):
+                    self._actor_micro(batch, idx, T, temp, norm, want_entropy, micro)
+                for k, v in micro.items():
+                    # Loss shares add up over micro-batches; diagnostics are averaged.
+                    stats[k].append(sum(v) if k.endswith("_loss") else sum(v) / len(v))
+                stats["actor/grad_norm"].append(self._step(self.policy, self.actor_opt, self.cfg.model.grad_clip, "actor"))
+        out = {k: sum(v) / len(v) for k, v in stats.items()}
+        out["actor/skipped_steps"] = float(self.skipped["actor"])
+        return out
+
+    def _actor_micro(self, batch: ScoredBatch, idx: torch.Tensor, T: int, temp: float, norm: Normalizer,
+                     want_entropy: bool, stats: dict[str, list[float]]) -> None:
+        roll = index_rollout(batch.rollout, idx)
+        mask = roll.response_mask.float()
+        logp, ent = sequence_logprobs(self.policy, *roll.full(), T, temp, with_entropy=want_entropy)
+        a = self.algo
+        loss, pg = clipped_policy_loss(logp, roll.logprobs, batch.advantages[idx], mask, a.clip_ratio_low,
+                                       a.clip_ratio_high, a.dual_clip, a.loss_agg, norm)
+        stats["actor/pg_loss"].append(loss.item())
+        if a.kl_coef > 0:
+            kl = kl_penalty(logp, batch.ref_logprobs[idx], a.kl_estimator)
+            kl_loss = aggregate(kl, mask, a.loss_agg, norm)
+            loss = loss + a.kl_coef * kl_loss
+            stats["actor/kl_loss"].append(kl_loss.item())
+        if a.entropy_coef > 0:
+            loss = loss - a.entropy_coef * aggregate(ent, mask, a.loss_agg, norm)
+        loss.backward()
+        stats["actor/entropy"].append(masked_mean(ent.detach(), mask).item())
+        for k, v in pg.items():
+            stats[f"actor/{k}"].append(float(v))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict() if self.critic_opt else None,
+            "shuffle": self.shuffle.get_state(),
+            "skipped": dict(self.skipped),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        if self.critic_opt is not None and state["critic_opt"] is not None:
+            self.critic_opt.load_state_dict(state["critic_opt"])
+        self.shuffle.set_state(state["shuffle"])
+        self.skipped = dict(state["skipped"])

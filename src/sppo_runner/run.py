@@ -1,0 +1,245 @@
+"""The training loop: the same for every algorithm. Importable without Hydra.
+
+One step: sample prompts -> roll out -> verify -> (greedy baseline) -> critic
+values, advantages -> critic update -> actor update -> log. The registered
+:class:`AlgorithmSpec` decides what differs; this file never looks at a name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from sppo_runner import plots
+from sppo_runner.batch import RolloutBatch, ScoredBatch
+from sppo_runner.evaluation import evaluate
+from sppo_runner.rollout.base import SamplingParams
+from sppo_runner.session import Session, build_session
+from sppo_runner.telemetry import memory_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Collected:
+    """One step's scored samples before the learner sees them."""
+
+    rollout: RolloutBatch
+    rewards: torch.Tensor  # [B]
+    verdicts: list
+    answers: list[str]  # [B] ground truths
+    prompt_idx: list[int]  # [n_prompts] indices into the training set
+    baseline: Optional[torch.Tensor] = None  # [B] greedy-rollout rewards (ReMax)
+    rollout_s: float = 0.0
+    verify_s: float = 0.0
+
+
+def collect(s: Session) -> Collected:
+    """Samples a batch of prompts, generates, and grades (plus a greedy baseline if the spec asks)."""
+    idx = s.sampler.next_batch()
+    prompts = [s.train.token_ids[i] for i in idx]
+    answers = [s.train.problems[i].answer for i in idx]
+    t0 = time.perf_counter()
+    rollout = s.engine.generate(s.policy, prompts, s.sampling, s.gen)
+    t1 = time.perf_counter()
+    golds = [answers[g] for g in rollout.group.tolist()]
+    verdicts = s.verifier.grade_batch(rollout.texts, golds)
+    rewards = torch.tensor([v.reward for v in verdicts], dtype=torch.float32)
+    baseline = None
+    if s.spec.greedy_baseline:
+        greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=s.sampling.max_new_tokens, stop=s.sampling.stop)
+        g = s.engine.generate(s.policy, prompts, greedy, s.gen)
+        g_rewards = torch.tensor([v.reward for v in s.verifier.grade_batch(g.texts, answers)])
+        baseline = g_rewards[rollout.group]
+    return Collected(rollout, rewards, verdicts, golds, idx, baseline, t1 - t0, time.perf_counter() - t1)
+
+
+def rollout_metrics(c: Collected, scored: ScoredBatch, n_per_prompt: int) -> dict[str, float]:
+    """Reward, verifier-status, length and critic diagnostics of one step."""
+    mask = c.rollout.response_mask.float()
+    lengths = mask.sum(-1)
+    max_len = c.rollout.response_ids.shape[1]
+    m = {
+        "reward/mean": c.rewards.mean().item(),
+        "rollout/response_len_mean": lengths.mean().item(),
+        "rollout/response_len_max": lengths.max().item(),
+        "rollout/advantage_mean": (scored.advantages * mask).sum().item() / max(1.0, mask.sum().item()),
+    }
+    for status, count in Counter(v.status for v in c.verdicts).items():
+        m[f"reward/status/{status}"] = float(count)
+    if n_per_prompt > 1:
+        groups = c.rewards.view(-1, n_per_prompt)
+        m["rollout/group_all_equal_frac"] = (groups.max(1).values == groups.min(1).values).float().mean().item()
+    if scored.values is not None and scored.values.dim() == 1:
+        v = torch.sigmoid(scored.values)
+        m["critic/value_mean"] = v.mean().item()
+        m["critic/value_reward_corr"] = torch.corrcoef(torch.stack([v, c.rewards]))[0, 1].nan_to_num().item()
+    return m
+
+
+def sample_rows(s: Session, c: Collected, scored: ScoredBatch) -> list[dict]:
+    """The first ``logger.samples_per_step`` samples of the step, for samples.jsonl."""
+    rows = []
+    n = s.sampling.n
+    for i in range(min(s.cfg.logger.samples_per_step, c.rollout.size)):
+        p = s.train.problems[c.prompt_idx[i // n]]
+        v = scored.values
+        rows.append({
+            "prompt": p.prompt, "response": c.rollout.texts[i], "answer": p.answer,
+            "extracted": c.verdicts[i].extracted, "status": c.verdicts[i].status, "reward": c.verdicts[i].reward,
+            "value": None if v is None or v.dim() != 1 else torch.sigmoid(v[i]).item(),
+            "advantage": scored.advantages[i, 0].item(),
+        })
+    return rows
+
+
+def run_eval(s: Session) -> dict[str, float]:
+    """Held-out evaluation with its own seeded generator, so it never shifts training randomness."""
+    e = s.cfg.eval
+    temp = e.temperature if e.temperature >= 0 else s.sampling.temperature
+    params = SamplingParams(temperature=temp, top_p=s.sampling.top_p, top_k=s.sampling.top_k,
+                            max_new_tokens=e.max_new_tokens or s.sampling.max_new_tokens, stop=s.sampling.stop)
+    gen = torch.Generator().manual_seed(s.cfg.seed + 7919 * (s.counters.step + 1))
+    answers = [p.answer for p in s.heldout.problems]
+    return evaluate(s.policy, s.engine, s.heldout.token_ids, answers, s.verifier, e, params, gen)
+
+
+def train_step(s: Session) -> dict[str, float]:
+    """One step of the loop (the part that is the same for every algorithm)."""
+    t0 = time.perf_counter()
+    c = collect(s)
+    t1 = time.perf_counter()
+    scored = s.learner.score(c.rollout, c.rewards, c.baseline)
+    metrics = s.learner.update_critic(scored)
+    if s.counters.step >= s.cfg.algorithm.critic_warmup_steps:
+        metrics.update(s.learner.update_actor(scored))
+    t2 = time.perf_counter()
+    s.counters.step += 1
+    s.counters.prompts += len(c.prompt_idx)
+    s.counters.samples += c.rollout.size
+    s.counters.tokens += c.rollout.n_tokens
+    s.counters.train_seconds += t2 - t0
+    metrics.update(rollout_metrics(c, scored, s.sampling.n))
+    metrics.update({
+        "perf/step_seconds": t2 - t0, "perf/rollout_seconds": c.rollout_s, "perf/verify_seconds": c.verify_s,
+        "perf/update_seconds": t2 - t1, "perf/tokens_per_s": c.rollout.n_tokens / max(c.rollout_s, 1e-9),
+    })
+    s.tracker.log_samples(s.counters.step, sample_rows(s, c, scored))
+    return metrics
+
+
+class _StopFlag:
+    """SIGTERM/SIGINT ask the loop to stop at the next step boundary and checkpoint."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.requested:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+
+
+def train(s: Session, stop: _StopFlag, t_start: float) -> str:
+    """Runs steps until a budget is reached or a stop is requested; returns why it stopped."""
+    t = s.cfg.trainer
+    while (reason := s.counters.budget_reached(t)) is None:
+        if stop.requested:
+            s.save_checkpoint()
+            return "interrupted"
+        metrics = train_step(s)
+        step = s.counters.step
+        if t.eval_every and step % t.eval_every == 0 and s.counters.budget_reached(t) is None:
+            metrics.update(run_eval(s))
+            s.tracker.write(f"step {step}: held-out mean@{s.cfg.eval.k} = {metrics['eval/mean@k']:.3f}")
+        s.counters.wall_seconds = s.history.get("wall_before", 0.0) + time.perf_counter() - t_start
+        metrics.update(s.counters.as_metrics())
+        metrics.update(memory_metrics(s.device))
+        s.tracker.log(step, metrics)
+        s.tracker.progress(step, {"reward": f"{metrics['reward/mean']:.2f}",
+                                  "acc": f"{s.history.get('last_eval', float('nan')):.2f}",
+                                  "tok/s": f"{metrics['perf/tokens_per_s']:.0f}"})
+        if "eval/mean@k" in metrics:
+            s.history["last_eval"] = metrics["eval/mean@k"]
+        if t.checkpoint_every and step % t.checkpoint_every == 0:
+            s.save_checkpoint()
+    return reason
+
+
+def finish(s: Session, reason: str, t_start: float) -> dict[str, Any]:
+    """Final evaluation, models, plot and summary.json; prints the before -> after line."""
+    final = run_eval(s)
+    s.counters.wall_seconds = s.history.get("wall_before", 0.0) + time.perf_counter() - t_start
+    s.tracker.log(s.counters.step, {**final, **s.counters.as_metrics()})
+    s.save_checkpoint()
+    if s.rank == 0:
+        s.policy.save_pretrained(s.run_dir / "final" / "policy")
+        s.tokenizer.save_pretrained(s.run_dir / "final" / "policy")
+        if s.critic is not None:
+            s.critic.save_pretrained(s.run_dir / "final" / "critic")
+        plots.training_curves(s.run_dir / "metrics.jsonl", s.run_dir / "curves.png")
+    before = s.history["eval_before"]
+    k = s.cfg.eval.k
+    summary = {
+        "algorithm": s.cfg.algorithm.name, "seed": s.cfg.seed, "stop_reason": reason, "k": k,
+        "n_heldout_problems": len(s.heldout.problems),
+        "heldout_accuracy_before": before["eval/mean@k"], "heldout_accuracy_after": final["eval/mean@k"],
+        "heldout_greedy_before": before.get("eval/greedy_acc"), "heldout_greedy_after": final.get("eval/greedy_acc"),
+        "steps": s.counters.step, "prompts": s.counters.prompts, "samples": s.counters.samples,
+        "generated_tokens": s.counters.tokens, "train_seconds": s.counters.train_seconds,
+        "wall_seconds": s.counters.wall_seconds, "n_params": s.history["n_params"],
+        "peak_memory": memory_metrics(s.device),
+    }
+    s.tracker.write(
+        f"held-out accuracy (mean@{k}, {len(s.heldout.problems)} problems): "
+        f"{before['eval/mean@k']:.3f} -> {final['eval/mean@k']:.3f}"
+    )
+    s.tracker.finish(summary)
+    return summary
+
+
+def run(cfg: Any, run_dir: Optional[Path] = None) -> dict[str, Any]:
+    """Trains one run described by a validated :class:`~sppo_runner.config.Config`.
+
+    Args:
+        cfg: The typed config.
+        run_dir: Output folder; defaults to ``cfg.resume`` or ``cfg.run_dir`` or ``outputs/run``.
+
+    Returns:
+        The summary dictionary (also written to ``summary.json``).
+    """
+    run_dir = Path(run_dir or cfg.resume or cfg.run_dir or "outputs/run")
+    t_start = time.perf_counter()
+    s = build_session(cfg, run_dir)
+    stop = _StopFlag()
+    # Signal handlers can only be installed from the main thread (not in e.g. a notebook worker).
+    in_main = threading.current_thread() is threading.main_thread()
+    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
+    try:
+        s.history["wall_before"] = s.counters.wall_seconds
+        if "eval_before" not in s.history:
+            s.history["eval_before"] = run_eval(s)
+            s.tracker.log(0, {**s.history["eval_before"], **s.counters.as_metrics()})
+            s.history["last_eval"] = s.history["eval_before"]["eval/mean@k"]
+        reason = train(s, stop, t_start)
+        if reason == "interrupted":
+            s.tracker.write(f"stopped at step {s.counters.step}; continue with: sppo-run resume={run_dir}")
+            return {"stop_reason": reason, "steps": s.counters.step}
+        return finish(s, reason, t_start)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        s.close()
+
+
+def load_summary(run_dir: Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / "summary.json").read_text())

@@ -1,0 +1,146 @@
+"""Building everything a run holds, and saving / restoring it for exact resume.
+
+:class:`Session` is the run's whole state: models, optimizers (in the learner),
+data sampler, RNG, counters and tracker. Nothing lives in module globals, so a
+checkpoint of a Session is a checkpoint of the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from omegaconf import OmegaConf
+
+from sppo_runner import checkpoint
+from sppo_runner.algorithms import ALGORITHMS, AlgorithmSpec
+from sppo_runner.checkpoint import Counters
+from sppo_runner.data import load_eval_problems, load_train_problems
+from sppo_runner.data.prompts import EncodedProblems, encode
+from sppo_runner.data.sampler import PromptSampler
+from sppo_runner.learner import Learner
+from sppo_runner.models import load_critic, load_policy, load_reference, load_tokenizer, n_params, resolve_device
+from sppo_runner.rollout import make_engine
+from sppo_runner.rollout.base import SamplingParams
+from sppo_runner.tracking import Tracker
+from sppo_runner.verifier import Verifier
+
+log = logging.getLogger(__name__)
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment; (0, 1) otherwise."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@dataclass
+class Session:
+    """The state of one run (see module docstring)."""
+
+    cfg: Any
+    spec: AlgorithmSpec
+    run_dir: Path
+    device: torch.device
+    tokenizer: Any
+    policy: torch.nn.Module
+    critic: Optional[torch.nn.Module]
+    engine: Any
+    verifier: Verifier
+    learner: Learner
+    train: EncodedProblems
+    heldout: EncodedProblems
+    sampler: PromptSampler
+    gen: torch.Generator
+    tracker: Tracker
+    sampling: SamplingParams
+    counters: Counters = field(default_factory=Counters)
+    history: dict[str, Any] = field(default_factory=dict)
+    rank: int = 0
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {
+            "learner": self.learner.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "gen": self.gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": random.getstate(),
+            "history": self.history,
+            "wandb_id": self.tracker.wandb_id,
+        }
+
+    def save_checkpoint(self) -> Optional[Path]:
+        if self.rank != 0:
+            return None
+        return checkpoint.save(self.run_dir, self.counters, {"policy": self.policy, "critic": self.critic},
+                               self.tokenizer, self.trainer_state(), self.cfg.trainer.keep_checkpoints)
+
+    def close(self) -> None:
+        self.verifier.close()
+
+
+def sampling_params(cfg: Any) -> SamplingParams:
+    r = cfg.rollout
+    return SamplingParams(n=cfg.algorithm.samples_per_prompt, temperature=r.temperature, top_p=r.top_p,
+                          top_k=r.top_k, max_new_tokens=r.max_new_tokens, stop=tuple(r.stop))
+
+
+def _restore(s: Session, ckpt: Path, state: dict[str, Any]) -> None:
+    checkpoint.load_weights(s.policy, ckpt / "policy")
+    if s.critic is not None:
+        checkpoint.load_weights(s.critic, ckpt / "critic")
+    s.learner.load_state_dict(state["learner"])
+    s.sampler.load_state_dict(state["sampler"])
+    s.gen.set_state(state["gen"])
+    torch.set_rng_state(state["torch_rng"])
+    random.setstate(state["python_rng"])
+    s.history = state["history"]
+    s.counters = Counters(**state["counters"])
+
+
+def build_session(cfg: Any, run_dir: Path) -> Session:
+    """Loads models and data and, when ``cfg.resume`` is set, restores the latest checkpoint."""
+    rank, world = dist_info()
+    ckpt = checkpoint.latest(run_dir) if cfg.resume else None
+    if cfg.resume and ckpt is None:
+        raise FileNotFoundError(f"resume={cfg.resume}: no checkpoint under {run_dir}/checkpoints")
+    seed_everything(cfg.seed, cfg.trainer.deterministic)
+    if cfg.trainer.threads > 0:
+        torch.set_num_threads(cfg.trainer.threads)
+    spec = ALGORITHMS[cfg.algorithm.name]
+    device = resolve_device(cfg.trainer.device)
+    tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
+    policy = load_policy(cfg.model, device)
+    critic = load_critic(cfg.critic, device) if spec.critic != "none" else None
+    uses_ref = cfg.algorithm.kl_coef > 0 or cfg.algorithm.kl_in_reward_coef > 0
+    ref = load_reference(cfg.model, device) if uses_ref else None
+    train = encode(load_train_problems(cfg.data), tokenizer, cfg.data)
+    heldout = encode(load_eval_problems(cfg.data, cfg.eval.n_problems), tokenizer, cfg.data)
+    learner = Learner(spec, cfg, policy, critic, ref, seed=cfg.seed)
+    sampler = PromptSampler(len(train.problems), cfg.data.prompts_per_step, cfg.seed, rank, world)
+    config_dict = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    state = checkpoint.load_state(ckpt) if ckpt else {}
+    tracker = Tracker(run_dir, config_dict, cfg.logger, cfg.trainer.steps, rank, state.get("wandb_id"),
+                      state.get("counters", {}).get("step", 0))
+    engine_opts = {"micro_batch_size": cfg.rollout.micro_batch_size} if cfg.rollout.micro_batch_size else {}
+    engine = make_engine(cfg.rollout.backend, tokenizer, **engine_opts)
+    verifier = Verifier(extractors=tuple(cfg.verifier.extractors), timeout_s=cfg.verifier.timeout_s,
+                        workers=cfg.verifier.workers or None)
+    s = Session(cfg, spec, Path(run_dir), device, tokenizer, policy, critic, engine, verifier, learner, train,
+                heldout, sampler, torch.Generator().manual_seed(cfg.seed), tracker, sampling_params(cfg), rank=rank)
+    s.history["n_params"] = {"policy": n_params(policy), "critic": n_params(critic)}
+    if ckpt is not None:
+        _restore(s, ckpt, state)
+        log.info("resumed from %s at step %d", ckpt, s.counters.step)
+    return s

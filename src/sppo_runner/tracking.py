@@ -1,0 +1,154 @@
+"""Where metrics go: progress bar, metrics.jsonl, samples.jsonl and Weights & Biases.
+
+Only rank 0 writes. W&B ``auto`` goes online when an API key is configured and
+offline otherwise; a failing or slow ``wandb.init`` falls back to offline, so a
+run never hangs for want of a network.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import netrc
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+log = logging.getLogger(__name__)
+
+
+def wandb_has_key() -> bool:
+    """True when an API key is in the environment or in ~/.netrc."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        rc = netrc.netrc()
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("//")[-1]
+    return rc.authenticators(host) is not None
+
+
+def resolve_wandb_mode(mode: str) -> str:
+    if mode == "auto":
+        return "online" if wandb_has_key() else "offline"
+    return mode
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe scalars (NaN/inf become null: strict JSON readers reject them)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def truncate_jsonl(path: Path, last_step: int) -> None:
+    """Drops lines logged after ``last_step`` (used when resuming from a checkpoint)."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= last_step]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+class Tracker:
+    """Logs one run.
+
+    Args:
+        run_dir: The run folder.
+        config: The resolved config as a plain dict (logged to W&B).
+        cfg: A LoggerConfig.
+        total_steps: For the progress bar's ETA.
+        rank: Process rank; only rank 0 writes anything.
+        wandb_id: Resume this W&B run id (from a checkpoint).
+        start_step: Steps already done (resume).
+    """
+
+    def __init__(self, run_dir: Path, config: dict, cfg: Any, total_steps: int, rank: int = 0,
+                 wandb_id: Optional[str] = None, start_step: int = 0) -> None:
+        self.run_dir, self.cfg, self.active = Path(run_dir), cfg, rank == 0
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.samples_path = self.run_dir / "samples.jsonl"
+        self.wandb = None
+        self.wandb_mode = "disabled"
+        self.bar = None
+        if not self.active:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        truncate_jsonl(self.metrics_path, start_step)
+        truncate_jsonl(self.samples_path, start_step)
+        self._init_wandb(config, wandb_id)
+        if cfg.progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
+
+    def _init_wandb(self, config: dict, wandb_id: Optional[str]) -> None:
+        mode = resolve_wandb_mode(self.cfg.wandb.mode.value if hasattr(self.cfg.wandb.mode, "value") else self.cfg.wandb.mode)
+        if mode == "disabled":
+            return
+        import wandb
+
+        w = self.cfg.wandb
+        kwargs = dict(project=w.project, entity=w.entity, group=w.group, tags=list(w.tags) or None, config=config,
+                      dir=str(self.run_dir), id=wandb_id, resume="allow" if wandb_id else None, reinit=True)
+        try:
+            self.wandb = wandb.init(mode=mode, settings=wandb.Settings(init_timeout=w.init_timeout_s), **kwargs)
+        except Exception as err:  # noqa: BLE001 - any W&B failure must not stop training
+            if mode != "online":
+                log.warning("W&B disabled: init failed (%s)", err)
+                return
+            log.warning("W&B online init failed (%s); logging offline instead", err)
+            mode = "offline"
+            self.wandb = wandb.init(mode=mode, **kwargs)
+        self.wandb_mode = mode
+
+    @property
+    def wandb_id(self) -> Optional[str]:
+        return self.wandb.id if self.wandb is not None else None
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        """Appends one line to metrics.jsonl and sends the metrics to W&B."""
+        if not self.active:
+            return
+        row = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=step)
+
+    def progress(self, step: int, postfix: dict[str, str]) -> None:
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
+            self.bar.set_postfix(postfix, refresh=False)
+
+    def log_samples(self, step: int, rows: list[dict]) -> None:
+        if not self.active or not rows:
+            return
+        with self.samples_path.open("a") as f:
+            for r in rows:
+                f.write(json.dumps({"step": step, **{k: _clean(v) for k, v in r.items()}}) + "\n")
+
+    def write(self, message: str) -> None:
+        """Prints a line without breaking the progress bar."""
+        if not self.active:
+            return
+        if self.bar is not None:
+            self.bar.write(message)
+        else:
+            print(message, flush=True)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Writes summary.json, closes W&B and prints the offline sync hint."""
+        if not self.active:
+            return
+        if self.bar is not None:
+            self.bar.close()
+        (self.run_dir / "summary.json").write_text(json.dumps({k: _clean(v) for k, v in summary.items()}, indent=2) + "\n")
+        if self.wandb is not None:
+            for k, v in summary.items():
+                self.wandb.summary[k] = v
+            run_path = Path(self.wandb.dir).parent
+            self.wandb.finish()
+            if self.wandb_mode == "offline":
+                print(f"W&B logged offline; upload with: wandb sync {run_path}", flush=True)
