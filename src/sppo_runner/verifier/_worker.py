@@ -1,0 +1,60 @@
+"""Entry point of a verifier worker process (``python -m ...verifier._worker``).
+
+Protocol over stdin/stdout: frames of a 4-byte big-endian length followed by
+UTF-8 JSON. The worker first sends ``{"ready": true}``; then for each request
+``{"a": answer, "g": gold}`` it replies ``{"s": status}``. EOF on stdin ends it.
+Only this protocol is spoken: model text is data, never code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from sppo_runner.verifier._protocol import encode_frame, read_frame
+
+
+def _limit_memory(memory_mb: int) -> None:
+    """Caps the address space so a runaway computation dies with MemoryError."""
+    if memory_mb <= 0:
+        return
+    try:
+        import resource
+
+        limit = memory_mb * 1024 * 1024
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (ImportError, ValueError, OSError):
+        pass  # not available on this platform: the parent's timeout still applies
+
+
+def main() -> None:
+    """Serves comparison requests until stdin closes."""
+    stdin = sys.stdin.buffer
+    stdout = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
+    sys.stdout = sys.stderr  # stray prints must not corrupt the protocol
+    # Heavy imports happen before the memory cap so that they are not counted
+    # against the per-comparison budget.
+    from sppo_runner.verifier.equivalence import compare_safe
+
+    memory_mb = int(os.environ.get("SPPO_VERIFIER_WORKER_MB", "1024"))
+    # sympy imports much of itself lazily on first use; do that before the cap
+    # so the cap measures the comparisons, not the library.
+    compare_safe("\\sin^2 x+\\cos^2 x", "1")
+    _limit_memory(memory_mb)
+    stdout.write(encode_frame({"ready": True}))
+    while True:
+        request = read_frame(stdin)
+        if request is None:
+            return
+        try:
+            status = compare_safe(str(request["a"]), str(request["g"]))
+        except BaseException:  # noqa: BLE001 - the reply must always go out
+            status = "error"
+        stdout.write(encode_frame({"s": status}))
+
+
+if __name__ == "__main__":
+    main()
