@@ -62,5 +62,5 @@ def small_run_overrides(tiny_models, steps: int = 2) -> list[str]:
         f"model.path={policy}", f"critic.path={critic}", f"trainer.steps={steps}", "trainer.eval_every=0",
         "trainer.checkpoint_every=0", "logger.wandb.mode=disabled", "logger.progress=false",
         "data.prompts_per_step=4", "data.train_size=64", "eval.n_problems=4", "eval.k=2",
-        "rollout.max_new_tokens=8", "verifier.workers=1", "trainer.threads=1",
+        "rollout.max_new_tokens=8", "verifier.workers=1", "trainer.threads=1", "rollout.backend=hf",
     ]

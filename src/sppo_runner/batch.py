@@ -44,6 +44,11 @@ class RolloutBatch:
         """Number of generated tokens (EOS included)."""
         return int(self.response_mask.sum().item())
 
+    def to(self, device: torch.device | str) -> "RolloutBatch":
+        """Moves every tensor field to ``device`` (a no-op when already there)."""
+        return RolloutBatch(**{f.name: (v.to(device) if isinstance(v, torch.Tensor) else v)
+                               for f in fields(self) for v in [getattr(self, f.name)]})
+
     def full(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Concatenates prompt and response for a learner forward pass.
 
@@ -85,5 +90,5 @@ def index_rollout(batch: RolloutBatch, idx: torch.Tensor) -> RolloutBatch:
     out = {}
     for f in fields(batch):
         v = getattr(batch, f.name)
-        out[f.name] = [v[i] for i in idx.tolist()] if isinstance(v, list) else v[idx]
+        out[f.name] = [v[i] for i in idx.tolist()] if isinstance(v, list) else v[idx.to(v.device)]
     return RolloutBatch(**out)

@@ -52,8 +52,9 @@ def _resumed_config(cfg, resume: str):
     base = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(saved))
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
     for o in overrides:
-        key, _, value = o.partition("=")
-        OmegaConf.update(base, key.lstrip("+~"), OmegaConf.select(cfg, key.lstrip("+~")), merge=False)
+        # Take the value as Hydra parsed it into this command's composed config.
+        key = o.partition("=")[0].lstrip("+~")
+        OmegaConf.update(base, key, OmegaConf.select(cfg, key), merge=False)
     base.resume = resume
     return base
 

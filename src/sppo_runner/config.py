@@ -41,6 +41,14 @@ class WandbMode(str, Enum):
     disabled = "disabled"
 
 
+class MixedPrecision(str, Enum):
+    """Compute dtype under autocast; the weights keep ``model.dtype`` (float32 = master weights)."""
+
+    none = "none"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
 class DataSource(str, Enum):
     synthetic = "synthetic"
     file = "file"
@@ -55,6 +63,15 @@ class BadRow(str, Enum):
 class LongPrompt(str, Enum):
     filter = "filter"
     truncate = "truncate"
+
+
+class AnswerFormat(str, Enum):
+    """How a source's answer field becomes a ground truth (see ``data/sources.py``)."""
+
+    auto = "auto"  # GSM8K "#### x" or a MATH solution's last \boxed{} when present, else raw
+    raw = "raw"
+    gsm8k = "gsm8k"
+    boxed = "boxed"
 
 
 @dataclass
@@ -122,12 +139,23 @@ class DataConfig:
     difficulty: int = 2  # synthetic task
     seed: int = 0  # synthetic task generation (independent of the run seed)
     train_size: int = 20000
+    # Relative file paths (data.path, data.heldout_path, eval.benchmarks) are looked up here
+    # when they do not exist as given; the env var lets a GPU node keep its own copy.
+    data_dir: str = "${oc.env:SPPO_DATA_DIR,../shared/data}"
     path: Optional[str] = None  # file source: .parquet / .jsonl / .csv
     name: Optional[str] = None  # hub source: dataset id
+    subset: Optional[str] = None  # hub source: dataset config name (GSM8K: "main")
     split: str = "train"
-    prompt_key: str = "prompt"
+    prompt_key: str = "prompt"  # dotted for nesting; a chat-message list gives its user message
     answer_key: str = "reward_model.ground_truth"
     source_key: str = "data_source"
+    answer_format: AnswerFormat = AnswerFormat.auto
+    max_rows: int = 0  # read at most this many rows of a file/hub source; 0 = all (smoke tests)
+    # Held-out set of a file/hub source: this file, else this hub split, else the
+    # heldout_size rows with the smallest prompt hashes (removed from training).
+    heldout_path: Optional[str] = None
+    heldout_split: Optional[str] = None
+    heldout_size: int = 256
     chat_template: bool = True  # use the tokenizer's template when it has one
     suffix: str = ""
     max_prompt_tokens: int = 256
@@ -184,6 +212,9 @@ class TrainerConfig:
     checkpoint_every: int = 0  # 0 = only at the end
     keep_checkpoints: int = 2
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # bf16 with model.dtype=float32 keeps float32 master weights and computes in bfloat16:
+    # at lr 1e-6 an AdamW step on bfloat16 weights rounds away for most of them.
+    mixed_precision: MixedPrecision = MixedPrecision.none
     threads: int = 0  # torch intra-op threads on CPU; 0 = all cores
     deterministic: bool = True
 
@@ -196,6 +227,10 @@ class EvalConfig:
     greedy: bool = True
     batch_size: int = 256
     max_new_tokens: int = 0  # 0: the rollout value
+    # Extra benchmarks, name -> verl-style file (relative to data.data_dir), each logged as
+    # eval/<name>/...; the main held-out set stays eval/mean@k etc.
+    benchmarks: dict[str, str] = field(default_factory=dict)
+    max_problems: int = 0  # rows per benchmark; 0 = all (smoke tests)
 
 
 @dataclass
@@ -276,6 +311,10 @@ def validate(cfg: Config | DictConfig) -> None:
     )
     _check(1 <= cfg.data.difficulty <= 5, "data.difficulty", f"allowed values: 1..5, got {cfg.data.difficulty}")
     _check(cfg.eval.k >= 1, "eval.k", "must be >= 1")
+    src = cfg.data.source.value if hasattr(cfg.data.source, "value") else cfg.data.source
+    _check(src != "file" or bool(cfg.data.path), "data.path", "data.source=file needs data.path")
+    _check(src != "hub" or bool(cfg.data.name), "data.name", "data.source=hub needs data.name (a dataset id)")
+    _check(cfg.data.heldout_size >= 0 and cfg.data.max_rows >= 0, "data.heldout_size/max_rows", "must be >= 0")
     _check(cfg.trainer.steps >= 0, "trainer.steps", "must be >= 0")
     dev = cfg.trainer.device
     _check(

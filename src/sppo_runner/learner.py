@@ -21,6 +21,12 @@ from sppo_runner.critics import CRITICS
 from sppo_runner.logprobs import sequence_logprobs
 
 
+def autocast_context(device: torch.device, mixed_precision: Any) -> Any:
+    """``torch.autocast`` for ``trainer.mixed_precision`` (``none`` gives a disabled context)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(getattr(mixed_precision, "value", mixed_precision)))
+    return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 def make_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.Optimizer:
     """AdamW with the config's lr, betas and weight decay (constant lr, as in the paper)."""
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
@@ -53,20 +59,29 @@ class Learner:
         self.critic_opt = make_optimizer(critic, cfg.critic) if critic is not None else None
         self.shuffle = torch.Generator().manual_seed(seed)
         self.skipped = {"actor": 0, "critic": 0}
+        self.device = next(policy.parameters()).device
+        self.autocast = lambda: autocast_context(self.device, cfg.trainer.mixed_precision)
 
     # ---- scoring -------------------------------------------------------------------------
     @torch.no_grad()
     def score(self, rollout: RolloutBatch, rewards: torch.Tensor,
               baseline_rewards: Optional[torch.Tensor] = None) -> ScoredBatch:
-        """Pre-update critic values, reference log-probs, KL-in-reward and advantages."""
+        """Pre-update critic values, reference log-probs, KL-in-reward and advantages.
+
+        Everything returned lives on the policy's device.
+        """
+        rollout, rewards = rollout.to(self.device), rewards.to(self.device)
+        baseline_rewards = None if baseline_rewards is None else baseline_rewards.to(self.device)
         values = None
         if self.critic_kind is not None:
             self.critic.eval()
-            values = self.critic_kind.values(self.critic, rollout)
+            with self.autocast():
+                values = self.critic_kind.values(self.critic, rollout)
         ref_lp = None
         if self.ref is not None:
-            ref_lp, _ = sequence_logprobs(self.ref, *rollout.full(), rollout.response_ids.shape[1],
-                                          self.cfg.rollout.temperature)
+            with self.autocast():
+                ref_lp, _ = sequence_logprobs(self.ref, *rollout.full(), rollout.response_ids.shape[1],
+                                              self.cfg.rollout.temperature)
         token_rewards = token_rewards_from(rewards, rollout.response_mask)
         if self.algo.kl_in_reward_coef > 0:
             kl = kl_penalty(rollout.logprobs, ref_lp, self.algo.kl_estimator)
@@ -105,8 +120,10 @@ class Learner:
                 mb_loss = 0.0  # micro-batch shares add up to the mini-batch loss
                 for idx in _chunks(mb, micro):
                     roll = index_rollout(batch.rollout, idx)
-                    loss, _ = self.critic_kind.loss(self.critic, roll, batch.returns[idx],
-                                                    batch.values[idx], self.algo, norm)
+                    idx = idx.to(self.device)
+                    with self.autocast():
+                        loss, _ = self.critic_kind.loss(self.critic, roll, batch.returns[idx],
+                                                        batch.values[idx], self.algo, norm)
                     loss.backward()
                     mb_loss += loss.item()
                 stats["critic/loss"].append(mb_loss)
@@ -120,14 +137,13 @@ class Learner:
         self.policy.train()
         T = batch.rollout.response_ids.shape[1]
         temp = self.cfg.rollout.temperature
-        want_entropy = True  # logged always: the paper's entropy-collapse diagnostic
         stats: dict[str, list[float]] = defaultdict(list)
         for _ in range(self.algo.ppo_epochs):
             for mb in self._minibatches(batch.rollout.size):
                 norm = Normalizer.of(batch.rollout.response_mask[mb])
                 micro: dict[str, list[float]] = defaultdict(list)
                 for idx in _chunks(mb, self.cfg.model.micro_batch_size):
-                    self._actor_micro(batch, idx, T, temp, norm, want_entropy, micro)
+                    self._actor_micro(batch, idx, T, temp, norm, micro)
                 for k, v in micro.items():
                     # Loss shares add up over micro-batches; diagnostics are averaged.
                     stats[k].append(sum(v) if k.endswith("_loss") else sum(v) / len(v))
@@ -137,10 +153,13 @@ class Learner:
         return out
 
     def _actor_micro(self, batch: ScoredBatch, idx: torch.Tensor, T: int, temp: float, norm: Normalizer,
-                     want_entropy: bool, stats: dict[str, list[float]]) -> None:
+                     stats: dict[str, list[float]]) -> None:
         roll = index_rollout(batch.rollout, idx)
+        idx = idx.to(self.device)
         mask = roll.response_mask.float()
-        logp, ent = sequence_logprobs(self.policy, *roll.full(), T, temp, with_entropy=want_entropy)
+        # Entropy is always computed: it is the first sign of a collapsing policy.
+        with self.autocast():
+            logp, ent = sequence_logprobs(self.policy, *roll.full(), T, temp, with_entropy=True)
         a = self.algo
         loss, pg = clipped_policy_loss(logp, roll.logprobs, batch.advantages[idx], mask, a.clip_ratio_low,
                                        a.clip_ratio_high, a.dual_clip, a.loss_agg, norm)

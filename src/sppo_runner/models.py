@@ -42,7 +42,7 @@ def _from_pretrained(cls: Any, path: str, **kwargs: Any) -> Any:
         if offline:
             raise ModelNotFoundError(
                 f"model {path!r} is not a local folder and is not in the Hugging Face cache, and "
-                f"HF_HUB_OFFLINE is set. Download it first (huggingface-cli download {path}) or "
+                f"HF_HUB_OFFLINE is set. Download it first (hf download {path}) or "
                 f"point the config at a local folder (model.path=/path/to/model)."
             ) from err
     try:

@@ -21,6 +21,7 @@ import torch
 
 from sppo_runner import plots
 from sppo_runner.batch import RolloutBatch, ScoredBatch
+from sppo_runner.benchmarks import eval_sampling, evaluate_sets, write_report
 from sppo_runner.evaluation import evaluate
 from sppo_runner.rollout.base import SamplingParams
 from sppo_runner.session import Session, build_session
@@ -49,7 +50,8 @@ def collect(s: Session) -> Collected:
     prompts = [s.train.token_ids[i] for i in idx]
     answers = [s.train.problems[i].answer for i in idx]
     t0 = time.perf_counter()
-    rollout = s.engine.generate(s.policy, prompts, s.sampling, s.gen)
+    with s.learner.autocast():
+        rollout = s.engine.generate(s.policy, prompts, s.sampling, s.gen)
     t1 = time.perf_counter()
     golds = [answers[g] for g in rollout.group.tolist()]
     verdicts = s.verifier.grade_batch(rollout.texts, golds)
@@ -57,21 +59,23 @@ def collect(s: Session) -> Collected:
     baseline = None
     if s.spec.greedy_baseline:
         greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=s.sampling.max_new_tokens, stop=s.sampling.stop)
-        g = s.engine.generate(s.policy, prompts, greedy, s.gen)
+        with s.learner.autocast():
+            g = s.engine.generate(s.policy, prompts, greedy, s.gen)
         g_rewards = torch.tensor([v.reward for v in s.verifier.grade_batch(g.texts, answers)])
-        baseline = g_rewards[rollout.group]
+        baseline = g_rewards[rollout.group.cpu()]
     return Collected(rollout, rewards, verdicts, golds, idx, baseline, t1 - t0, time.perf_counter() - t1)
 
 
-def rollout_metrics(c: Collected, scored: ScoredBatch, n_per_prompt: int) -> dict[str, float]:
+def rollout_metrics(c: Collected, scored: ScoredBatch, n_per_prompt: int, max_new_tokens: int) -> dict[str, float]:
     """Reward, verifier-status, length and critic diagnostics of one step."""
     mask = c.rollout.response_mask.float()
     lengths = mask.sum(-1)
-    max_len = c.rollout.response_ids.shape[1]
     m = {
         "reward/mean": c.rewards.mean().item(),
         "rollout/response_len_mean": lengths.mean().item(),
         "rollout/response_len_max": lengths.max().item(),
+        # Responses cut by the length cap never reached an answer: watch this when tuning max_new_tokens.
+        "rollout/clipped_frac": (lengths >= max_new_tokens).float().mean().item(),
         "rollout/advantage_mean": (scored.advantages * mask).sum().item() / max(1.0, mask.sum().item()),
     }
     for status, count in Counter(v.status for v in c.verdicts).items():
@@ -82,7 +86,7 @@ def rollout_metrics(c: Collected, scored: ScoredBatch, n_per_prompt: int) -> dic
     if scored.values is not None and scored.values.dim() == 1:
         v = torch.sigmoid(scored.values)
         m["critic/value_mean"] = v.mean().item()
-        m["critic/value_reward_corr"] = torch.corrcoef(torch.stack([v, c.rewards]))[0, 1].nan_to_num().item()
+        m["critic/value_reward_corr"] = torch.corrcoef(torch.stack([v, scored.rewards]))[0, 1].nan_to_num().item()
     return m
 
 
@@ -103,14 +107,24 @@ def sample_rows(s: Session, c: Collected, scored: ScoredBatch) -> list[dict]:
 
 
 def run_eval(s: Session) -> dict[str, float]:
-    """Held-out evaluation with its own seeded generator, so it never shifts training randomness."""
+    """Held-out evaluation with its own seeded generator, so it never shifts training randomness.
+
+    The main held-out set gives ``eval/mean@k`` etc.; each ``eval.benchmarks`` entry adds
+    ``eval/<name>/...``, and then a table is printed and written to ``eval/step<N>.md|json``.
+    """
     e = s.cfg.eval
-    temp = e.temperature if e.temperature >= 0 else s.sampling.temperature
-    params = SamplingParams(temperature=temp, top_p=s.sampling.top_p, top_k=s.sampling.top_k,
-                            max_new_tokens=e.max_new_tokens or s.sampling.max_new_tokens, stop=s.sampling.stop)
+    params = eval_sampling(s.cfg)
     gen = torch.Generator().manual_seed(s.cfg.seed + 7919 * (s.counters.step + 1))
     answers = [p.answer for p in s.heldout.problems]
-    return evaluate(s.policy, s.engine, s.heldout.token_ids, answers, s.verifier, e, params, gen)
+    with s.learner.autocast():
+        m = evaluate(s.policy, s.engine, s.heldout.token_ids, answers, s.verifier, e, params, gen)
+        if s.benchmarks:
+            m.update(evaluate_sets(s.policy, s.engine, s.verifier, s.benchmarks, e, params, gen))
+        if s.rank == 0:
+            prefixes = {"heldout": "eval", **{name: f"eval/{name}" for name in s.benchmarks}}
+            text, _ = write_report(s.run_dir / "eval", f"step{s.counters.step:06d}", m, prefixes, e.k)
+            s.tracker.write(f"step {s.counters.step} validation:\n{text}")
+    return m
 
 
 def train_step(s: Session) -> dict[str, float]:
@@ -128,7 +142,7 @@ def train_step(s: Session) -> dict[str, float]:
     s.counters.samples += c.rollout.size
     s.counters.tokens += c.rollout.n_tokens
     s.counters.train_seconds += t2 - t0
-    metrics.update(rollout_metrics(c, scored, s.sampling.n))
+    metrics.update(rollout_metrics(c, scored, s.sampling.n, s.sampling.max_new_tokens))
     metrics.update({
         "perf/step_seconds": t2 - t0, "perf/rollout_seconds": c.rollout_s, "perf/verify_seconds": c.verify_s,
         "perf/update_seconds": t2 - t1, "perf/tokens_per_s": c.rollout.n_tokens / max(c.rollout_s, 1e-9),
@@ -228,7 +242,8 @@ def run(cfg: Any, run_dir: Optional[Path] = None) -> dict[str, Any]:
         s.history["wall_before"] = s.counters.wall_seconds
         if "eval_before" not in s.history:
             s.history["eval_before"] = run_eval(s)
-            s.tracker.log(0, {**s.history["eval_before"], **s.counters.as_metrics()})
+            params = {f"perf/{k}_params": float(v) for k, v in s.history["n_params"].items()}
+            s.tracker.log(0, {**s.history["eval_before"], **s.counters.as_metrics(), **params})
             s.history["last_eval"] = s.history["eval_before"]["eval/mean@k"]
         reason = train(s, stop, t_start)
         if reason == "interrupted":

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from sppo_runner import checkpoint
 from sppo_runner.algorithms import ALGORITHMS, AlgorithmSpec
+from sppo_runner.benchmarks import load_benchmarks
 from sppo_runner.checkpoint import Counters
 from sppo_runner.data import load_eval_problems, load_train_problems
 from sppo_runner.data.prompts import EncodedProblems, encode
@@ -68,6 +69,7 @@ class Session:
     counters: Counters = field(default_factory=Counters)
     history: dict[str, Any] = field(default_factory=dict)
     rank: int = 0
+    benchmarks: dict[str, EncodedProblems] = field(default_factory=dict)  # eval.benchmarks, encoded
 
     def trainer_state(self) -> dict[str, Any]:
         return {
@@ -127,6 +129,7 @@ def build_session(cfg: Any, run_dir: Path) -> Session:
     ref = load_reference(cfg.model, device) if uses_ref else None
     train = encode(load_train_problems(cfg.data), tokenizer, cfg.data)
     heldout = encode(load_eval_problems(cfg.data, cfg.eval.n_problems), tokenizer, cfg.data)
+    benchmarks = load_benchmarks(cfg, tokenizer)
     learner = Learner(spec, cfg, policy, critic, ref, seed=cfg.seed)
     sampler = PromptSampler(len(train.problems), cfg.data.prompts_per_step, cfg.seed, rank, world)
     config_dict = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
@@ -138,7 +141,8 @@ def build_session(cfg: Any, run_dir: Path) -> Session:
     verifier = Verifier(extractors=tuple(cfg.verifier.extractors), timeout_s=cfg.verifier.timeout_s,
                         workers=cfg.verifier.workers or None)
     s = Session(cfg, spec, Path(run_dir), device, tokenizer, policy, critic, engine, verifier, learner, train,
-                heldout, sampler, torch.Generator().manual_seed(cfg.seed), tracker, sampling_params(cfg), rank=rank)
+                heldout, sampler, torch.Generator().manual_seed(cfg.seed), tracker, sampling_params(cfg), rank=rank,
+                benchmarks=benchmarks)
     s.history["n_params"] = {"policy": n_params(policy), "critic": n_params(critic)}
     if ckpt is not None:
         _restore(s, ckpt, state)

@@ -90,7 +90,9 @@ class Tracker:
         import wandb
 
         w = self.cfg.wandb
-        kwargs = dict(project=w.project, entity=w.entity, group=w.group, tags=list(w.tags) or None, config=config,
+        # Algorithm and seed tags make sweep runs filterable on the dashboard.
+        tags = [*w.tags, f"algorithm:{config['algorithm']['name']}", f"seed:{config['seed']}"]
+        kwargs = dict(project=w.project, entity=w.entity, group=w.group, tags=tags, config=config,
                       dir=str(self.run_dir), id=wandb_id, resume="allow" if wandb_id else None, reinit=True)
         try:
             self.wandb = wandb.init(mode=mode, settings=wandb.Settings(init_timeout=w.init_timeout_s), **kwargs)

@@ -56,7 +56,7 @@ def token_rewards_from(rewards: torch.Tensor, response_mask: torch.Tensor) -> to
     """
     out = torch.zeros_like(response_mask, dtype=torch.float32)
     last = (response_mask.sum(-1) - 1).clamp(min=0).long()
-    out[torch.arange(len(rewards)), last] = rewards.float()
+    out[torch.arange(len(rewards), device=rewards.device), last] = rewards.float()
     return out * response_mask
 
 
@@ -69,6 +69,14 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tens
     mean = masked_mean(x, mask)
     var = masked_mean((x - mean) ** 2, mask)
     return (x - mean) * torch.rsqrt(var + eps) * mask
+
+
+def _group_sums(r: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-group sample counts and reward sums, ``[G]`` each (G = max group index + 1)."""
+    n_groups = int(group.max().item()) + 1
+    count = torch.zeros(n_groups, device=r.device).index_add_(0, group, torch.ones_like(r))
+    total = torch.zeros(n_groups, device=r.device).index_add_(0, group, r)
+    return count, total
 
 
 def prompt_bandit(inp: AdvantageInputs, cfg: Any) -> AdvantageOut:
@@ -98,10 +106,10 @@ def gae(inp: AdvantageInputs, cfg: Any) -> AdvantageOut:
     rewards = inp.token_rewards.float() * mask
     B, T = rewards.shape
     adv = torch.zeros_like(rewards)
-    last = torch.zeros(B)
+    last = torch.zeros(B, device=rewards.device)
     # Masked positions (right padding) carry the running value through unchanged.
     for t in reversed(range(T)):
-        next_v = values[:, t + 1] if t + 1 < T else torch.zeros(B)
+        next_v = values[:, t + 1] if t + 1 < T else torch.zeros_like(last)
         delta = rewards[:, t] + cfg.gamma * next_v - values[:, t]
         new = delta + cfg.gamma * cfg.lam * last
         last = torch.where(mask[:, t] > 0, new, last)
@@ -116,10 +124,9 @@ def gae(inp: AdvantageInputs, cfg: Any) -> AdvantageOut:
 def group_normalized(inp: AdvantageInputs, cfg: Any) -> AdvantageOut:
     """GRPO: ``(R - group mean) / (group std + eps)``; Dr. GRPO drops the std."""
     r = inp.rewards
-    n_groups = int(inp.group.max().item()) + 1
-    count = torch.zeros(n_groups).index_add_(0, inp.group, torch.ones_like(r))
-    mean = torch.zeros(n_groups).index_add_(0, inp.group, r) / count
-    sq = torch.zeros(n_groups).index_add_(0, inp.group, (r - mean[inp.group]) ** 2)
+    count, total = _group_sums(r, inp.group)
+    mean = total / count
+    sq = torch.zeros_like(count).index_add_(0, inp.group, (r - mean[inp.group]) ** 2)
     # Unbiased std, like torch.std within each group.
     std = torch.sqrt(sq / (count - 1).clamp(min=1))
     adv = r - mean[inp.group]
@@ -131,10 +138,8 @@ def group_normalized(inp: AdvantageInputs, cfg: Any) -> AdvantageOut:
 def leave_one_out(inp: AdvantageInputs, cfg: Any) -> AdvantageOut:
     """RLOO: baseline is the mean reward of the other samples of the same prompt."""
     r = inp.rewards
-    n_groups = int(inp.group.max().item()) + 1
-    count = torch.zeros(n_groups).index_add_(0, inp.group, torch.ones_like(r))[inp.group]
-    total = torch.zeros(n_groups).index_add_(0, inp.group, r)[inp.group]
-    baseline = (total - r) / (count - 1).clamp(min=1)
+    count, total = _group_sums(r, inp.group)
+    baseline = (total[inp.group] - r) / (count[inp.group] - 1).clamp(min=1)
     return _broadcast(r - baseline, inp.response_mask), None
 
 

@@ -11,9 +11,20 @@ from sppo_runner.data.problem import Problem
 log = logging.getLogger(__name__)
 
 
+def with_suffix(prompt: str, suffix: str) -> str:
+    """Appends ``suffix`` unless the prompt already ends with it (verl files carry it already).
+
+    A space is put between the two when neither side brings whitespace.
+    """
+    if not suffix or prompt.rstrip().endswith(suffix.strip()):
+        return prompt
+    sep = "" if prompt[-1:].isspace() or suffix[:1].isspace() else " "
+    return prompt + sep + suffix
+
+
 def render(problem: Problem, tokenizer: Any, use_chat_template: bool, suffix: str) -> str:
     """The text the policy sees: chat template (when enabled and present) around prompt + suffix."""
-    text = problem.prompt + (suffix or "")
+    text = with_suffix(problem.prompt, suffix)
     if use_chat_template and getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(
             [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True

@@ -1,0 +1,158 @@
+"""Rollout throughput: the ``native`` engine against ``hf`` (``model.generate``).
+
+Both backends get the same model, prompts, batch and ``max_new_tokens`` and sample
+at temperature 1 with ``ignore_eos`` (EOS is masked out of sampling in both, via
+``min_new_tokens`` for ``generate``), so every row generates exactly
+``max_new_tokens`` tokens and tokens/second compare like for like. The floors
+are the bare model forward passes (one prefill plus ``max_new_tokens - 1``
+one-token steps with a KV cache, no sampling): through transformers' forward
+(``hf_forward``) and through the native engine's fused decoder (``fused_forward``);
+the gap between ``native`` and ``fused_forward`` is the sampler's own overhead.
+
+Usage::
+
+    python scripts/bench_rollout.py                       # embedded policy, CPU float32
+    python scripts/bench_rollout.py --random-model        # tiny random Qwen2
+    python scripts/bench_rollout.py --device cuda --dtype bfloat16
+
+The last line printed is one JSON object (``ratio_at_demo_batch``, ``ratio_at_256``,
+tokens/s per backend and batch, device).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import string
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from sppo_runner.rollout import SamplingParams, make_engine  # noqa: E402
+from sppo_runner.rollout.common import left_pad  # noqa: E402
+from sppo_runner.rollout.decoders import FusedDecoder, HFDecoder, fused_unsupported  # noqa: E402
+
+DEMO_BATCH = 64
+
+
+def load_model(args):
+    """The embedded policy (or a tiny random Qwen2) and its tokenizer."""
+    dtype = getattr(torch, args.dtype)
+    policy = ROOT / "src" / "sppo_runner" / "assets" / "policy"
+    if not args.random_model and (policy / "config.json").is_file():
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(policy, dtype=dtype)
+        tokenizer, name = AutoTokenizer.from_pretrained(policy), "embedded-policy"
+    else:
+        from sppo_runner.rollout.tiny import tiny_causal_lm, tiny_tokenizer
+
+        model, tokenizer, name = tiny_causal_lm("qwen2", seed=0).to(dtype), tiny_tokenizer(), "random-qwen2-tiny"
+    return model.to(args.device).eval(), tokenizer, name
+
+
+def make_prompts(tokenizer, n: int, seed: int) -> list[list[int]]:
+    """Synthetic arithmetic prompts (the demo task), or random text when unavailable."""
+    try:
+        from sppo_runner.data.synthetic import SyntheticTask
+
+        texts = [p.prompt for p in SyntheticTask(seed=seed).train(n)]
+    except Exception:  # the data module is optional here
+        rng = random.Random(seed)
+        texts = ["".join(rng.choices(string.ascii_letters + " +-*=", k=rng.randint(20, 70))) + "\n" for _ in range(n)]
+    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_engine(engine, model, prompts, params, device, repeats) -> float:
+    """Best wall time of ``repeats`` calls (seconds)."""
+    best = float("inf")
+    for r in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        batch = engine.generate(model, prompts, params, torch.Generator().manual_seed(r))
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+        assert batch.n_tokens == len(prompts) * params.max_new_tokens, "rows stopped early: unfair comparison"
+    return best
+
+
+def time_floor(decoder_cls, model, prompts, pad_id, max_new, device, repeats) -> float:
+    """Best wall time of the bare forward passes, feeding a fixed token (seconds)."""
+    ids, mask = left_pad(prompts, 1, pad_id)
+    ids, mask = ids.to(device), mask.to(device)
+    best = float("inf")
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            decoder = decoder_cls(model)
+            logits = decoder.prefill(ids, mask, max_new)
+            token = torch.full((ids.shape[0],), 3, dtype=torch.long, device=logits.device)
+            for _ in range(max_new - 1):
+                decoder.step(token)
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--random-model", action="store_true", help="tiny random Qwen2 instead of the embedded policy")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--batch-sizes", default="64,256", help="comma-separated rows per call")
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=2, help="timed calls per point; the best counts")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    ap.add_argument("--no-floor", action="store_true", help="skip the bare-forward floors")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, tokenizer, name = load_model(args)
+    sizes = [int(s) for s in args.batch_sizes.split(",")]
+    prompts = make_prompts(tokenizer, max(sizes), args.seed)
+    params = SamplingParams(n=1, temperature=1.0, max_new_tokens=args.max_new_tokens, ignore_eos=True)
+    engines = {name_: make_engine(name_, tokenizer) for name_ in ("hf", "native")}
+    # Warm-up: first calls pay for lazy initialization in both backends.
+    for engine in engines.values():
+        engine.generate(model, prompts[:8], SamplingParams(max_new_tokens=4, ignore_eos=True), torch.Generator())
+    fused_ok = fused_unsupported(model, 1024) is None
+    result = {"model": name, "device": f"{args.device} ({platform.processor() or platform.machine()})",
+              "dtype": args.dtype, "threads": torch.get_num_threads(), "max_new_tokens": args.max_new_tokens}
+    print(f"model={name} device={args.device} dtype={args.dtype} threads={torch.get_num_threads()} "
+          f"max_new_tokens={args.max_new_tokens} prompt_tokens(mean)={sum(map(len, prompts)) / len(prompts):.1f}")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    for size in sizes:
+        batch = prompts[:size]
+        n_tokens = size * args.max_new_tokens
+        tps = {k: n_tokens / time_engine(e, model, batch, params, args.device, args.repeats) for k, e in engines.items()}
+        line = f"batch {size:4d}: hf {tps['hf']:9.0f} tok/s  native {tps['native']:9.0f} tok/s  ratio {tps['native'] / tps['hf']:.2f}"
+        if not args.no_floor:
+            floors = {"hf_forward": HFDecoder, **({"fused_forward": FusedDecoder} if fused_ok else {})}
+            for key, cls in floors.items():
+                tps[key] = n_tokens / time_floor(cls, model, batch, pad_id, args.max_new_tokens, args.device, args.repeats)
+            line += "  | floors: " + "  ".join(f"{k} {tps[k]:.0f} tok/s" for k in floors)
+        print(line, flush=True)
+        result[f"tokens_per_s_at_{size}"] = {k: round(v, 1) for k, v in tps.items()}
+        result[f"ratio_at_{size}"] = round(tps["native"] / tps["hf"], 3)
+    if DEMO_BATCH in sizes:
+        result["ratio_at_demo_batch"] = result[f"ratio_at_{DEMO_BATCH}"]
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
