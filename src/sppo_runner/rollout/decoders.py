@@ -123,11 +123,17 @@ class FusedDecoder:
     whole batch; an additive mask hides the padding and positions count from
     each row's first real token, as in the learner.
 
+    Decode attends over the whole allocated cache (unwritten columns are zero
+    and masked): batched matmuls over contiguous ``[b * kv_heads, cap, d]``
+    blocks run 2-3x faster on CPU than over a growing strided slice. The cache
+    grows by ``block`` columns at a time, so the masked waste stays small.
+
     Args:
         model: A transformers LlamaForCausalLM / Qwen2ForCausalLM / MistralForCausalLM.
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, block: int = 32) -> None:
+        self.block = block
         cfg, base = model.config, model.model
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         attn = base.layers[0].self_attn
@@ -153,13 +159,15 @@ class FusedDecoder:
             ``[b * repeat, V]`` float32 logits of the last prompt position.
         """
         b, width = ids.shape
-        total = width + max_new
-        table = torch.arange(total, device=self.device)[None]
+        self.total = width + max_new
+        table = torch.arange(self.total, device=self.device)[None]
         cos, sin = self.rotary(self.embed[:1], table)
         self.cos, self.sin = cos[0], sin[0]  # [total, d]
         self.col = width  # cache column of the next token
+        cap = min(self.total, width + self.block)
         for layer in self.layers:
-            layer.k = torch.zeros(b, self.kv_heads, total, self.head_dim, dtype=self.dtype, device=self.device)
+            # Zeros, not empty: masked columns still enter the matmuls and must be finite.
+            layer.k = torch.zeros(b, self.kv_heads, cap, self.head_dim, dtype=self.dtype, device=self.device)
             layer.v = torch.zeros_like(layer.k)
         lengths = mask.sum(1)
         logits = None
@@ -167,10 +175,10 @@ class FusedDecoder:
             part = self._prefill_rows(ids, mask, rows, int(lengths[rows].max()))
             logits = part.new_empty(b, part.shape[-1]) if logits is None else logits
             logits[rows] = part
-        valid = torch.cat([mask.bool(), mask.new_ones(b, max_new, dtype=torch.bool)], 1)
-        # Additive key mask, one copy per kv head so it views as [b * kv_heads, 1, total].
-        self.mask = torch.zeros(b, self.kv_heads, 1, total, dtype=self.dtype, device=self.device)
-        self.mask.masked_fill_(~valid[:, None, None], float("-inf"))
+        # Additive key mask (padding and not-yet-written columns), one copy per kv
+        # head so that it views as [b * kv_heads, 1, cap].
+        self.mask = torch.full((b, self.kv_heads, 1, cap), float("-inf"), dtype=self.dtype, device=self.device)
+        self.mask[:, :, :, :width].masked_fill_(mask.bool()[:, None, None], 0.0)
         self.pos = lengths  # position of the next token, [b]
         if repeat > 1:
             self.keep(torch.arange(b, device=self.device).repeat_interleave(repeat))
@@ -228,10 +236,13 @@ class FusedDecoder:
         Returns:
             ``[b, V]`` float32 logits.
         """
-        b, col = tokens.shape[0], self.col
+        if self.col == self.mask.shape[-1]:
+            self._grow()
+        b, col, cap = tokens.shape[0], self.col, self.mask.shape[-1]
         nkv, group, d = self.kv_heads, self.heads // self.kv_heads, self.head_dim
         cos, sin = self.cos[self.pos].unsqueeze(1), self.sin[self.pos].unsqueeze(1)  # [b, 1, d]
-        mask = self.mask[:, :, :, : col + 1].view(b * nkv, 1, col + 1)
+        self.mask.select(3, col).fill_(0.0)
+        mask = self.mask.view(b * nkv, 1, cap)
         x = F.embedding(tokens, self.embed)
         for layer in self.layers:
             q, k, v = self._qkv(layer, _rms_norm(x, layer.ln1, layer.eps1), cos, sin)
@@ -240,10 +251,10 @@ class FusedDecoder:
             # One query per row: the query heads sharing a kv head form a [group, d]
             # matrix against that head's cache, so no repeat of the cache is needed.
             # Explicit bmm beats CPU SDPA several times for one-token queries.
-            keys = layer.k[:, :, : col + 1].view(b * nkv, col + 1, d)
+            keys = layer.k.view(b * nkv, cap, d)
             scores = torch.baddbmm(mask, q.reshape(b * nkv, group, d), keys.transpose(1, 2), alpha=self.scale)
             probs = scores.softmax(dim=-1, dtype=torch.float32).to(self.dtype)
-            a = torch.bmm(probs, layer.v[:, :, : col + 1].view(b * nkv, col + 1, d))
+            a = torch.bmm(probs, layer.v.view(b * nkv, cap, d))
             x = _linear_add(x, a.view(b, -1), layer.wo_t, layer.bo)
             x = self._mlp(layer, x)
         self.col += 1
@@ -252,6 +263,17 @@ class FusedDecoder:
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(_rms_norm(x, self.norm, self.norm_eps), self.head_w, self.head_b).float()
+
+    def _grow(self) -> None:
+        """Adds up to ``block`` columns to the cache and the mask (one copy per block)."""
+        cap = self.mask.shape[-1]
+        extra = min(self.block, self.total - cap)
+        if extra <= 0:
+            raise RuntimeError("decoded past the length given to prefill")
+        for layer in self.layers:
+            layer.k = F.pad(layer.k, (0, 0, 0, extra))
+            layer.v = F.pad(layer.v, (0, 0, 0, extra))
+        self.mask = F.pad(self.mask, (0, extra), value=float("-inf"))
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keeps cache and state rows ``rows`` (``[b']`` indices, repeats allowed) in that order."""

@@ -1,0 +1,194 @@
+"""The ``native`` rollout backend against ``hf`` and the learner, on tiny random models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sppo_runner.logprobs import sequence_logprobs
+from sppo_runner.rollout import SamplingParams, make_engine
+from sppo_runner.rollout.common import stop_length
+from sppo_runner.rollout.hf import HFEngine
+from sppo_runner.rollout.native import NativeEngine
+from sppo_runner.rollout.tiny import tiny_causal_lm, tiny_tokenizer
+
+TEXTS = ["1+1=", "What is 12*3? ", "x", "Solve: 7-2 =", "Ann has 5 apples."]
+
+
+def with_eos_bias(model: torch.nn.Module, eos_id: int, bias: float) -> torch.nn.Module:
+    """Gives the LM head a bias on EOS so some sampled responses end early."""
+    old = model.lm_head
+    head = torch.nn.Linear(old.in_features, old.out_features, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(old.weight)
+        head.bias.zero_()
+        head.bias[eos_id] = bias
+    model.lm_head = head
+    return model
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def prompts(tok):
+    return [tok(t)["input_ids"] for t in TEXTS]
+
+
+@pytest.fixture(scope="module")
+def peaked(tok):
+    # A larger init spreads the logits: no near-ties for greedy, a skewed softmax for sampling.
+    return tiny_causal_lm("qwen2", seed=1, init_std=0.1)
+
+
+@pytest.fixture(scope="module")
+def eos_model(tok):
+    return with_eos_bias(tiny_causal_lm("qwen2", seed=0), tok.eos_token_id, 2.0)
+
+
+def run(engine, model, prompts, seed=0, **kw):
+    params = SamplingParams(**{"n": 2, "max_new_tokens": 16, **kw})
+    return engine.generate(model, prompts, params, torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama", "mistral"])
+@pytest.mark.parametrize("fused", ["auto", False])
+def test_greedy_matches_hf(tok, prompts, family, fused):
+    model = tiny_causal_lm(family, seed=2, init_std=0.1)
+    ours = run(NativeEngine(tok, fused=fused), model, prompts, temperature=0.0, max_new_tokens=24)
+    ref = run(HFEngine(tok), model, prompts, temperature=0.0, max_new_tokens=24)
+    assert torch.equal(ours.response_ids, ref.response_ids)
+    assert torch.equal(ours.response_mask, ref.response_mask)
+    assert ours.texts == ref.texts
+    assert (ours.logprobs - ref.logprobs).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(temperature=1.0),
+        dict(temperature=0.7, top_p=0.9, top_k=20),
+        dict(temperature=1.0, micro_batch_size=4),
+        dict(temperature=1.0, fused=False),
+    ],
+)
+def test_logprobs_match_learner_with_early_eos(tok, eos_model, prompts, kw):
+    opts = {k: kw.pop(k) for k in ("micro_batch_size", "fused") if k in kw}
+    # compact_ratio ~0: rows are dropped from the cache at every finish.
+    batch = run(NativeEngine(tok, compact_ratio=1e-6, **opts), eos_model, prompts, n=3, **kw)
+    lengths = batch.response_mask.sum(1)
+    assert (lengths < 16).any() and lengths.min() < lengths.max(), lengths
+    for r in range(batch.size):
+        row = batch.response_ids[r, : lengths[r]].tolist()
+        assert tok.eos_token_id not in row[:-1]
+        assert row[-1] == tok.eos_token_id or lengths[r] == 16
+        assert (batch.response_ids[r, lengths[r] :] == tok.pad_token_id).all()
+    with torch.no_grad():
+        lp, _ = sequence_logprobs(eos_model, *batch.full(), batch.response_ids.shape[1], kw["temperature"])
+    mask = batch.response_mask.bool()
+    assert (lp - batch.logprobs)[mask].abs().max().item() <= 1e-4
+    assert (batch.logprobs[~mask] == 0).all()
+
+
+def first_token_samples(tok, model, prompt, n, **kw):
+    batch = run(NativeEngine(tok), model, [prompt], n=n, max_new_tokens=1, **kw)
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt])).logits[0, -1]
+    return batch, logits
+
+
+def test_first_token_distribution_matches_softmax(tok, peaked, prompts):
+    n, temperature = 4000, 0.8
+    batch, logits = first_token_samples(tok, peaked, prompts[1], n, temperature=temperature)
+    probs = (logits / temperature).softmax(-1).double()
+    counts = torch.bincount(batch.response_ids[:, 0], minlength=probs.numel()).double()
+    expected = probs * n
+    # Pearson chi-square with rare categories pooled (expected count >= 5 per bin).
+    big = expected >= 5
+    obs = torch.cat([counts[big], counts[~big].sum().view(1)])
+    exp = torch.cat([expected[big], expected[~big].sum().view(1)])
+    chi2 = ((obs - exp) ** 2 / exp.clamp(min=1e-9)).sum().item()
+    dof = obs.numel() - 1
+    # Mean dof, sd sqrt(2 dof): 6 sd above the mean has a negligible false-alarm rate.
+    assert chi2 < dof + 6 * (2 * dof) ** 0.5, (chi2, dof)
+    assert 0.5 * (counts / n - probs).abs().sum().item() < 0.08
+
+
+def test_top_k_top_p_restrict_support(tok, peaked, prompts):
+    temperature = 1.0
+    batch, logits = first_token_samples(tok, peaked, prompts[0], 1500, temperature=temperature, top_k=5)
+    seen = set(batch.response_ids[:, 0].tolist())
+    assert seen <= set(logits.topk(5).indices.tolist()) and len(seen) > 1
+    # Log-probs stay those of the untruncated policy.
+    full = (logits / temperature).log_softmax(-1)
+    assert torch.allclose(batch.logprobs[:, 0], full[batch.response_ids[:, 0]], atol=1e-5)
+
+    batch, logits = first_token_samples(tok, peaked, prompts[0], 1500, temperature=temperature, top_p=0.6)
+    probs, order = logits.softmax(-1).sort(descending=True)
+    nucleus = set(order[: int(((probs.cumsum(0) - probs) < 0.6).sum())].tolist())
+    seen = set(batch.response_ids[:, 0].tolist())
+    assert seen <= nucleus and len(seen) > 1
+
+
+def test_stop_strings(tok, prompts):
+    model = tiny_causal_lm("qwen2", seed=1)
+    # compact_ratio=1: no compaction, so every row draws the same uniforms in both runs.
+    engine = NativeEngine(tok, compact_ratio=1.0)
+    free = run(engine, model, prompts, seed=3)
+    stop = free.texts[0][3]
+    cut = run(engine, model, prompts, seed=3, stop=(stop, "zz"))
+    n_cut = 0
+    for r in range(cut.size):
+        tokens = free.response_ids[r, : free.response_mask[r].sum()].tolist()
+        # The first prefix whose text holds the stop string (sampled specials decode to "").
+        k = stop_length(tok, tokens, (stop,)) or len(tokens)
+        n_cut += k < len(tokens)
+        assert cut.response_mask[r].sum().item() == k
+        assert cut.response_ids[r, :k].tolist() == tokens[:k]
+        assert cut.texts[r] == tok.decode(tokens[:k], skip_special_tokens=True)
+        assert cut.texts[r].endswith(stop) or k == len(tokens)
+        assert torch.equal(cut.logprobs[r, :k], free.logprobs[r, :k])
+    assert n_cut >= 2
+
+
+def test_micro_batching_matches_one_batch_greedy(tok, peaked, prompts):
+    whole = run(NativeEngine(tok), peaked, prompts, n=2, temperature=0.0)
+    for micro in (3, 1):  # 3: whole prompt groups per chunk; 1: fewer rows than samples
+        part = run(NativeEngine(tok, micro_batch_size=micro), peaked, prompts, n=2, temperature=0.0)
+        assert torch.equal(part.response_ids, whole.response_ids)
+        assert (part.logprobs - whole.logprobs).abs().max().item() <= 1e-5
+    budget = run(NativeEngine(tok, token_budget=60), peaked, prompts, n=2, temperature=0.0)
+    assert torch.equal(budget.response_ids, whole.response_ids)
+
+
+def test_determinism_and_shapes(tok, eos_model, prompts):
+    engine = make_engine("native", tok)
+    state = torch.get_rng_state()
+    a = run(engine, eos_model, prompts, seed=5, n=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    b = run(engine, eos_model, prompts, seed=5, n=3)
+    c = run(engine, eos_model, prompts, seed=6, n=3)
+    assert torch.equal(a.response_ids, b.response_ids) and torch.equal(a.logprobs, b.logprobs)
+    assert not torch.equal(a.response_ids, c.response_ids)
+    assert a.size == 3 * len(prompts) and a.group.tolist() == [i // 3 for i in range(a.size)]
+    for i, p in enumerate(prompts):
+        assert a.prompt_ids[3 * i, -len(p) :].tolist() == p and a.prompt_mask[3 * i].sum() == len(p)
+    assert a.response_ids.shape == a.logprobs.shape == a.response_mask.shape
+    assert a.response_ids.shape[1] == a.response_mask.sum(1).max()
+
+
+def test_ignore_eos_and_generic_architecture(tok, prompts):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=103, n_embd=64, n_layer=2, n_head=2, eos_token_id=1)).eval()
+    with pytest.raises(ValueError, match="fused decoder unavailable"):
+        run(NativeEngine(tok, fused=True), gpt2, prompts)
+    batch = run(NativeEngine(tok), gpt2, prompts, ignore_eos=True, n=3)
+    assert (batch.response_mask.sum(1) == 16).all()
+    assert tok.eos_token_id not in batch.response_ids.flatten().tolist()
+    with torch.no_grad():
+        lp, _ = sequence_logprobs(gpt2, *batch.full(), 16, 1.0)
+    assert (lp - batch.logprobs).abs().max().item() <= 1e-4
