@@ -62,16 +62,21 @@ def compose(name: str, overrides: list[str]):
     return to_object(cfg)
 
 
-def train_check(dtype: str, common: list[str], out: Path) -> dict:
-    """One shrunk paper_7b/sppo step + validation; reports timing, memory and weights changed."""
+def train_check(dtype: str, mixed: str, common: list[str], out: Path) -> dict:
+    """One shrunk paper_7b/sppo step + validation; reports timing, memory and weights changed.
+
+    ``mixed`` is ``trainer.mixed_precision``: ``bf16`` with float32 parameters is the presets' mode.
+    """
     from sppo_runner.run import run_eval, train_step
     from sppo_runner.session import build_session
 
     cfg = compose("config", ["experiment=paper_7b/sppo", *common, f"model.dtype={dtype}", f"critic.dtype={dtype}",
+                             f"trainer.mixed_precision={mixed}",
                              "data.max_rows=2048", "data.prompts_per_step=64", "algorithm.mini_batches=2",
                              "model.micro_batch_size=8", "critic.micro_batch_size=16", "eval.n_problems=32",
                              "eval.max_problems=32"])
-    s = build_session(cfg, out / f"run_{dtype}")
+    name = f"run_{dtype}_{mixed}"
+    s = build_session(cfg, out / name)
     try:
         before = [p.detach().clone() for p in s.policy.parameters()]
         cuda = s.device.type == "cuda"
@@ -89,9 +94,9 @@ def train_check(dtype: str, common: list[str], out: Path) -> dict:
         eval_s = time.perf_counter() - t1
     finally:
         s.close()
-    table = (out / f"run_{dtype}" / "eval" / "step000001.md").read_text()
-    print(f"[{dtype}] validation table:\n{table}", flush=True)
-    return {"dtype": dtype, "step_s": round(step_s, 2), "eval_s": round(eval_s, 2),
+    table = (out / name / "eval" / "step000001.md").read_text()
+    print(f"[{dtype}, mixed {mixed}] validation table:\n{table}", flush=True)
+    return {"dtype": dtype, "mixed_precision": mixed, "step_s": round(step_s, 2), "eval_s": round(eval_s, 2),
             "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
             "n_params": s.history["n_params"],
             "weights_changed_frac": round(changed / total, 4), "n_train": len(s.train.problems),
@@ -104,10 +109,11 @@ def adamw_check(policy_path: Path, dtype: str) -> dict:
     """Share of weights one AdamW step at the paper's lr (1e-6, wd 0.1) changes, parameters in ``dtype``."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(policy_path, dtype=getattr(torch, dtype)).cuda()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(policy_path, dtype=getattr(torch, dtype)).to(dev)
     before = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6, weight_decay=0.1)
-    ids = torch.randint(3, 100, (8, 512), device="cuda")
+    ids = torch.randint(3, 100, (8, 512), device=dev)
     model(input_ids=ids, labels=ids).loss.backward()
     opt.step()
     changed = sum((p != b).sum().item() for p, b in zip(model.parameters(), before))
@@ -147,11 +153,13 @@ def main() -> None:
     common.append(f"trainer.device={'cuda' if cuda else 'cpu'}")
     result = {"device": torch.cuda.get_device_name(0) if cuda else "cpu", "backend": backend}
     result["train"] = []
-    for dtype in ("float32", "bfloat16"):
+    for dtype, mixed in (("float32", "bf16"), ("float32", "none"), ("bfloat16", "none")):
         try:
-            result["train"].append(train_check(dtype, common, out))
+            result["train"].append(train_check(dtype, mixed, common, out))
         except Exception as err:  # noqa: BLE001 - report and go on to the other checks
-            result["train"].append({"dtype": dtype, "error": f"{type(err).__name__}: {str(err)[:300]}"})
+            result["train"].append({"dtype": dtype, "mixed_precision": mixed,
+                                    "error": f"{type(err).__name__}: {str(err)[:300]}"})
+    for dtype in ("float32", "bfloat16"):
         result["adamw_" + dtype] = adamw_check(policy, dtype)
     result["eval"] = eval_check(common, out)
     print(json.dumps(result), flush=True)

@@ -1,13 +1,24 @@
 """Rollout throughput: the ``native`` engine against ``hf`` (``model.generate``).
 
-Both backends get the same model, prompts, batch and ``max_new_tokens`` and sample
-at temperature 1 with ``ignore_eos`` (EOS is masked out of sampling in both, via
-``min_new_tokens`` for ``generate``), so every row generates exactly
-``max_new_tokens`` tokens and tokens/second compare like for like. The floors
-are the bare model forward passes (one prefill plus ``max_new_tokens - 1``
-one-token steps with a KV cache, no sampling): through transformers' forward
-(``hf_forward``) and through the native engine's fused decoder (``fused_forward``);
-the gap between ``native`` and ``fused_forward`` is the sampler's own overhead.
+Fairness: both backends get the same model, prompts (the synthetic demo task),
+batch and ``max_new_tokens``, sample at temperature 1 with ``ignore_eos`` (EOS
+masked out of sampling in both, via ``min_new_tokens`` for ``generate``), so
+every row generates exactly ``max_new_tokens`` tokens (asserted), and run under
+the same torch thread count; within each timing round the two alternate, and the
+best round of each counts. On CPU ``generate`` spends the threads on intra-op
+(OpenMP) parallelism, while the native engine splits the batch into that many
+concurrent chunks of one thread each (its default).
+
+The floors are the bare model forward passes (one prefill plus
+``max_new_tokens - 1`` one-token steps with a KV cache, no sampling): through
+transformers' forward in one stream (``hf_forward``) and through the native
+engine's fused decoder split as the engine splits the batch (``fused_forward``).
+The gap between ``native`` and ``fused_forward`` is the sampler's own overhead.
+
+On a shared machine the figures swing with the other processes' load (a 1-min
+load average is recorded): OpenMP threads stall whenever a core is taken, so
+``generate`` can drop by 10-50x under load while the native engine does not.
+Run it two or three times; ``--threads 1`` gives the per-core comparison.
 
 Usage::
 
@@ -23,11 +34,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import string
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -75,33 +88,55 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_engine(engine, model, prompts, params, device, repeats) -> float:
-    """Best wall time of ``repeats`` calls (seconds)."""
-    best = float("inf")
+def time_engines(engines: dict, model, prompts, params, device, repeats) -> dict[str, float]:
+    """Best wall time (seconds) of each engine over ``repeats`` rounds.
+
+    The engines alternate within each round, so a burst of load from other
+    processes on a shared machine hits both rather than one.
+    """
+    best = {name: float("inf") for name in engines}
     for r in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        batch = engine.generate(model, prompts, params, torch.Generator().manual_seed(r))
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-        assert batch.n_tokens == len(prompts) * params.max_new_tokens, "rows stopped early: unfair comparison"
+        for name, engine in engines.items():
+            sync(device)
+            start = time.perf_counter()
+            batch = engine.generate(model, prompts, params, torch.Generator().manual_seed(r))
+            sync(device)
+            best[name] = min(best[name], time.perf_counter() - start)
+            assert batch.n_tokens == len(prompts) * params.max_new_tokens, "rows stopped early: unfair comparison"
     return best
 
 
-def time_floor(decoder_cls, model, prompts, pad_id, max_new, device, repeats) -> float:
-    """Best wall time of the bare forward passes, feeding a fixed token (seconds)."""
+def _forward_passes(decoder_cls, model, ids, mask, max_new) -> None:
+    with torch.inference_mode():
+        decoder = decoder_cls(model)
+        logits = decoder.prefill(ids, mask, max_new)
+        token = torch.full((ids.shape[0],), 3, dtype=torch.long, device=logits.device)
+        for _ in range(max_new - 1):
+            decoder.step(token)
+
+
+def time_floor(decoder_cls, model, prompts, pad_id, max_new, device, repeats, workers=1) -> float:
+    """Best wall time of the bare forward passes, feeding a fixed token (seconds).
+
+    With ``workers > 1`` the rows are split the way the native engine splits
+    them on CPU (concurrent chunks, one intra-op thread each).
+    """
     ids, mask = left_pad(prompts, 1, pad_id)
-    ids, mask = ids.to(device), mask.to(device)
+    parts = list(zip(ids.to(device).tensor_split(workers), mask.to(device).tensor_split(workers)))
     best = float("inf")
     for _ in range(repeats):
         sync(device)
         start = time.perf_counter()
-        with torch.inference_mode():
-            decoder = decoder_cls(model)
-            logits = decoder.prefill(ids, mask, max_new)
-            token = torch.full((ids.shape[0],), 3, dtype=torch.long, device=logits.device)
-            for _ in range(max_new - 1):
-                decoder.step(token)
+        if workers == 1:
+            _forward_passes(decoder_cls, model, *parts[0], max_new)
+        else:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                with ThreadPoolExecutor(workers) as pool:
+                    list(pool.map(lambda p: _forward_passes(decoder_cls, model, *p, max_new), parts))
+            finally:
+                torch.set_num_threads(threads)
         sync(device)
         best = min(best, time.perf_counter() - start)
     return best
@@ -121,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()[0]  # the machine may be shared: record how busy it was
     model, tokenizer, name = load_model(args)
     sizes = [int(s) for s in args.batch_sizes.split(",")]
     prompts = make_prompts(tokenizer, max(sizes), args.seed)
@@ -138,18 +174,24 @@ def main(argv: list[str] | None = None) -> int:
     for size in sizes:
         batch = prompts[:size]
         n_tokens = size * args.max_new_tokens
-        tps = {k: n_tokens / time_engine(e, model, batch, params, args.device, args.repeats) for k, e in engines.items()}
+        times = time_engines(engines, model, batch, params, args.device, args.repeats)
+        tps = {k: n_tokens / t for k, t in times.items()}
         line = f"batch {size:4d}: hf {tps['hf']:9.0f} tok/s  native {tps['native']:9.0f} tok/s  ratio {tps['native'] / tps['hf']:.2f}"
         if not args.no_floor:
-            floors = {"hf_forward": HFDecoder, **({"fused_forward": FusedDecoder} if fused_ok else {})}
-            for key, cls in floors.items():
-                tps[key] = n_tokens / time_floor(cls, model, batch, pad_id, args.max_new_tokens, args.device, args.repeats)
+            floors = {"hf_forward": (HFDecoder, 1)}
+            if fused_ok:
+                floors["fused_forward"] = (FusedDecoder, engines["native"]._n_workers(torch.device(args.device)))
+            for key, (cls, workers) in floors.items():
+                workers = workers if size >= 16 else 1
+                sec = time_floor(cls, model, batch, pad_id, args.max_new_tokens, args.device, args.repeats, workers)
+                tps[key] = n_tokens / sec
             line += "  | floors: " + "  ".join(f"{k} {tps[k]:.0f} tok/s" for k in floors)
         print(line, flush=True)
         result[f"tokens_per_s_at_{size}"] = {k: round(v, 1) for k, v in tps.items()}
         result[f"ratio_at_{size}"] = round(tps["native"] / tps["hf"], 3)
     if DEMO_BATCH in sizes:
         result["ratio_at_demo_batch"] = result[f"ratio_at_{DEMO_BATCH}"]
+    result["loadavg_1min_start_end"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
     print(json.dumps(result))
     return 0
 

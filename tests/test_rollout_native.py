@@ -192,3 +192,19 @@ def test_ignore_eos_and_generic_architecture(tok, prompts):
     with torch.no_grad():
         lp, _ = sequence_logprobs(gpt2, *batch.full(), 16, 1.0)
     assert (lp - batch.logprobs).abs().max().item() <= 1e-4
+
+
+def test_cpu_workers(tok, peaked, eos_model):
+    prompts = [tok(f"{i}+{i * 7}=")["input_ids"] for i in range(10)]
+    threads = torch.get_num_threads()
+    one = run(NativeEngine(tok, workers=1), peaked, prompts, n=2, temperature=0.0)
+    two = run(NativeEngine(tok, workers=2), peaked, prompts, n=2, temperature=0.0)
+    assert torch.equal(one.response_ids, two.response_ids)
+    assert torch.get_num_threads() == threads
+    # Sampling with concurrent chunks: seeds are drawn before the threads start.
+    a = run(NativeEngine(tok, workers=2), eos_model, prompts, n=2, seed=4)
+    b = run(NativeEngine(tok, workers=2), eos_model, prompts, n=2, seed=4)
+    assert torch.equal(a.response_ids, b.response_ids) and torch.equal(a.logprobs, b.logprobs)
+    with torch.no_grad():
+        lp, _ = sequence_logprobs(eos_model, *a.full(), a.response_ids.shape[1], 1.0)
+    assert (lp - a.logprobs)[a.response_mask.bool()].abs().max().item() <= 1e-4

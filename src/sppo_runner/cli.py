@@ -79,7 +79,10 @@ def _train(cfg) -> None:
         _fail(err)
     config.run_dir = str(run_dir)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(config), resolve=True))
-    run(config, run_dir)
+    summary = run(config, run_dir)
+    if summary.get("stop_reason") == "interrupted":
+        # Exit instead of returning so that a -m sweep stops too (128 + SIGINT).
+        sys.exit(130)
 
 
 def train_main() -> None:

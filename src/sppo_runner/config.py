@@ -209,6 +209,8 @@ class TrainerConfig:
     max_tokens: int = 0
     max_seconds: float = 0.0
     eval_every: int = 0  # 0 = only before and after training
+    # Also evaluate each time training time crosses a multiple of this (equal-wall-clock sweeps).
+    eval_every_seconds: float = 0.0
     checkpoint_every: int = 0  # 0 = only at the end
     keep_checkpoints: int = 2
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -170,9 +170,13 @@ def train(s: Session, stop: _StopFlag, t_start: float) -> str:
         if stop.requested:
             s.save_checkpoint()
             return "interrupted"
+        seconds_before = s.counters.train_seconds
         metrics = train_step(s)
         step = s.counters.step
-        if t.eval_every and step % t.eval_every == 0 and s.counters.budget_reached(t) is None:
+        by_steps = t.eval_every and step % t.eval_every == 0
+        by_time = t.eval_every_seconds and (s.counters.train_seconds // t.eval_every_seconds
+                                            > seconds_before // t.eval_every_seconds)
+        if (by_steps or by_time) and s.counters.budget_reached(t) is None:
             metrics.update(run_eval(s))
             s.tracker.write(f"step {step}: held-out mean@{s.cfg.eval.k} = {metrics['eval/mean@k']:.3f}")
         s.counters.wall_seconds = s.history.get("wall_before", 0.0) + time.perf_counter() - t_start

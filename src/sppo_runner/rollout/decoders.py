@@ -3,10 +3,10 @@
 Two implementations of one small interface (``prefill``, ``step``, ``keep``):
 
 * :class:`FusedDecoder` re-implements the Llama-family decoder (Llama, Qwen2,
-  Mistral) on the model's own weights with a preallocated cache, fused q/k/v and
-  gate/up projections and RoPE rotation folded into the projection. It skips the
-  per-call work transformers does for generality (mask building, cache objects,
-  kwargs plumbing), which dominates the cost of small models.
+  Mistral) on the model's own weights, with a preallocated cache and fused
+  q/k/v and gate/up projections. It skips the per-call work transformers does
+  for generality (mask building, cache objects, kwargs plumbing) and the
+  per-step cache concatenation, which dominate the cost of small models.
 * :class:`HFDecoder` calls the model's own forward with a transformers cache;
   it serves every other architecture.
 """
@@ -43,7 +43,11 @@ def fused_unsupported(model: torch.nn.Module, total_len: int) -> str | None:
         return f"rope type {_rope_type(cfg)!r} depends on the sequence length"
     layer_types = getattr(cfg, "layer_types", None) or []
     window = getattr(cfg, "sliding_window", None)
-    windowed = any(t != "full_attention" for t in layer_types) or cfg.model_type == "mistral"
+    windowed = (
+        cfg.model_type == "mistral"
+        or getattr(cfg, "use_sliding_window", False)
+        or any(t != "full_attention" for t in layer_types)
+    )
     if windowed and window is not None and total_len > window:
         return f"sequence of {total_len} tokens exceeds the sliding window {window}"
     attn = model.model.layers[0].self_attn
@@ -52,67 +56,58 @@ def fused_unsupported(model: torch.nn.Module, total_len: int) -> str | None:
     return None
 
 
-def _rotated_rows(weight: torch.Tensor, heads: int) -> torch.Tensor:
-    """Rows of ``weight`` (or a bias) that compute ``rotate_half`` of its output per head."""
-    w = weight.reshape(heads, weight.shape[0] // heads, *weight.shape[1:])
-    half = w.shape[1] // 2
-    return torch.cat([-w[:, half:], w[:, :half]], dim=1).reshape(weight.shape)
-
-
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    # One fused call; bit-identical to transformers' RMSNorm in float32 (in bf16 it
-    # rounds once instead of twice, within bf16 noise).
-    return F.rms_norm(x, weight.shape, weight, eps)
+    if x.dtype == torch.float32:
+        # One fused call, bit-identical to transformers' RMSNorm in float32.
+        return F.rms_norm(x, weight.shape, weight, eps)
+    # Low precision: transformers' exact op order and roundings, so that sampled
+    # log-probs stay as close as possible to the learner's recomputation.
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(x.dtype)
 
 
 def _linear_add(x: torch.Tensor, a: torch.Tensor, w_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``x + a @ w_t (+ bias)``: a residual add fused into the matmul when there is no bias."""
-    if bias is None and a.dim() == 2:
+    """``x + a @ w_t (+ bias)``; in float32 the residual add rides on the matmul."""
+    if bias is None and x.dtype == torch.float32:
         return torch.addmm(x, a, w_t)
     return x + F.linear(a, w_t.t(), bias)
 
 
 class _Layer:
-    """Fused weights of one decoder layer."""
+    """Fused weights of one decoder layer (q/k/v and gate/up concatenated)."""
 
-    def __init__(self, layer: torch.nn.Module, heads: int, kv_heads: int) -> None:
+    def __init__(self, layer: torch.nn.Module) -> None:
         attn, mlp = layer.self_attn, layer.mlp
         parts = [attn.q_proj, attn.k_proj, attn.v_proj]
-        w = [p.weight for p in parts]
-        # Extra rows output rotate_half(q) and rotate_half(k): RoPE then needs no gather/cat.
-        w += [_rotated_rows(w[0], heads), _rotated_rows(w[1], kv_heads)]
-        self.wqkv = torch.cat(w).contiguous()
-        if attn.q_proj.bias is not None:
-            b = [p.bias for p in parts]
-            b += [_rotated_rows(b[0], heads), _rotated_rows(b[1], kv_heads)]
-            self.bqkv = torch.cat(b).contiguous()
-        else:
-            self.bqkv = None
+        self.wqkv = torch.cat([p.weight for p in parts])
+        self.bqkv = torch.cat([p.bias for p in parts]) if attn.q_proj.bias is not None else None
         self.wo_t, self.bo = attn.o_proj.weight.t(), attn.o_proj.bias
-        self.wgu = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).contiguous()
+        self.wgu = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])
         gb = mlp.gate_proj.bias
-        self.bgu = torch.cat([gb, mlp.up_proj.bias]).contiguous() if gb is not None else None
+        self.bgu = torch.cat([gb, mlp.up_proj.bias]) if gb is not None else None
         self.wd_t, self.bd = mlp.down_proj.weight.t(), mlp.down_proj.bias
         self.ln1, self.eps1 = layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon
         self.ln2, self.eps2 = layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon
-        self.k: torch.Tensor | None = None  # [b, kv_heads, L, d] cache
-        self.v: torch.Tensor | None = None
 
 
-def length_buckets(lengths: torch.Tensor, max_buckets: int = 4, min_rows: int = 16) -> list[torch.Tensor]:
-    """Splits rows into groups of similar prompt length, so prefill skips most padding.
+class FusedWeights:
+    """The fused weights of a whole model, shared read-only by concurrent decoders.
 
     Args:
-        lengths: ``[b]`` prompt lengths.
-        max_buckets: Most groups.
-        min_rows: Fewest rows per group (small groups waste matmul efficiency).
-
-    Returns:
-        Row-index tensors, shortest prompts first; together they cover every row once.
+        model: A transformers LlamaForCausalLM / Qwen2ForCausalLM / MistralForCausalLM.
     """
-    order = torch.argsort(lengths, stable=True)
-    k = max(1, min(max_buckets, lengths.numel() // min_rows))
-    return [chunk for chunk in torch.tensor_split(order, k) if chunk.numel()]
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        cfg, base = model.config, model.model
+        self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        attn = base.layers[0].self_attn
+        self.head_dim, self.scale = attn.head_dim, attn.scaling
+        self.layers = [_Layer(layer) for layer in base.layers]
+        self.embed = base.embed_tokens.weight
+        self.norm, self.norm_eps = base.norm.weight, base.norm.variance_epsilon
+        self.head_w, self.head_b = model.lm_head.weight, getattr(model.lm_head, "bias", None)
+        self.rotary = base.rotary_emb
 
 
 class FusedDecoder:
@@ -123,27 +118,59 @@ class FusedDecoder:
     whole batch; an additive mask hides the padding and positions count from
     each row's first real token, as in the learner.
 
+    Prefill runs the row-wise layers (norms, projections, MLP) on the real
+    prompt tokens only, packed; just attention sees the padded layout.
+
     Decode attends over the whole allocated cache (unwritten columns are zero
-    and masked): batched matmuls over contiguous ``[b * kv_heads, cap, d]``
-    blocks run 2-3x faster on CPU than over a growing strided slice. The cache
-    grows by ``block`` columns at a time, so the masked waste stays small.
+    and masked), so the per-step work is a few fixed-shape kernels with no
+    slicing; the cache grows by ``block`` columns at a time, so the masked
+    waste stays small and the growth copies are rare.
 
     Args:
-        model: A transformers LlamaForCausalLM / Qwen2ForCausalLM / MistralForCausalLM.
+        model: A supported transformers model, or its :class:`FusedWeights`.
+        block: Cache growth step in columns.
     """
 
-    def __init__(self, model: torch.nn.Module, block: int = 32) -> None:
+    def __init__(self, model: torch.nn.Module | FusedWeights, block: int = 32) -> None:
+        w = model if isinstance(model, FusedWeights) else FusedWeights(model)
+        self.heads, self.kv_heads, self.head_dim, self.scale = w.heads, w.kv_heads, w.head_dim, w.scale
+        self.layers, self.embed, self.rotary = w.layers, w.embed, w.rotary
+        self.norm, self.norm_eps, self.head_w, self.head_b = w.norm, w.norm_eps, w.head_w, w.head_b
         self.block = block
-        cfg, base = model.config, model.model
-        self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
-        attn = base.layers[0].self_attn
-        self.head_dim, self.scale = attn.head_dim, attn.scaling
-        self.layers = [_Layer(layer, self.heads, self.kv_heads) for layer in base.layers]
-        self.embed = base.embed_tokens.weight
-        self.norm, self.norm_eps = base.norm.weight, base.norm.variance_epsilon
-        self.head_w, self.head_b = model.lm_head.weight, getattr(model.lm_head, "bias", None)
-        self.rotary = base.rotary_emb
         self.dtype, self.device = self.embed.dtype, self.embed.device
+        self.ks: list[torch.Tensor] = []  # per layer [b, kv_heads, cap, d]
+        self.vs: list[torch.Tensor] = []
+        self.cpu_fp32 = self.device.type == "cpu" and self.dtype == torch.float32
+
+    def _rope_tables(self, total: int) -> None:
+        """cos and a signed sin, ``[total, d]``: rope(x) = x*cos + roll(x, d/2)*sin_signed."""
+        cos, sin = self.rotary(self.embed[:1], torch.arange(total, device=self.device)[None])
+        half = self.head_dim // 2
+        self.cos = cos[0]
+        # roll(x) is cat(x2, x1); transformers' rotate_half is cat(-x2, x1): the sign moves to sin.
+        self.sin = torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1)
+
+    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        rolled = torch.roll(x, self.head_dim // 2, dims=-1)
+        if x.dtype == torch.float32:
+            return torch.addcmul(x * cos, rolled, sin)
+        return x * cos + rolled * sin  # transformers' roundings in low precision
+
+    def _qkv(self, layer: _Layer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """Projects and rotates ``h [N, hidden]``; returns q ``[N, H, d]``, k and v ``[N, kvH, d]``."""
+        nh, nkv, d = self.heads, self.kv_heads, self.head_dim
+        qkv = F.linear(h, layer.wqkv, layer.bqkv)
+        qk = self._rope(qkv[:, : (nh + nkv) * d].view(-1, nh + nkv, d), cos, sin)
+        v = qkv[:, (nh + nkv) * d :].view(-1, nkv, d)
+        return qk[:, :nh], qk[:, nh:], v
+
+    def _mlp(self, layer: _Layer, x: torch.Tensor) -> torch.Tensor:
+        gu = F.linear(_rms_norm(x, layer.ln2, layer.eps2), layer.wgu, layer.bgu)
+        half = gu.shape[-1] // 2
+        return _linear_add(x, F.silu(gu[:, :half]) * gu[:, half:], layer.wd_t, layer.bd)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(_rms_norm(x, self.norm, self.norm_eps), self.head_w, self.head_b).float()
 
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor, max_new: int, repeat: int = 1) -> torch.Tensor:
         """Runs the prompts and allocates the cache for ``max_new`` more tokens.
@@ -159,73 +186,60 @@ class FusedDecoder:
             ``[b * repeat, V]`` float32 logits of the last prompt position.
         """
         b, width = ids.shape
-        self.total = width + max_new
-        table = torch.arange(self.total, device=self.device)[None]
-        cos, sin = self.rotary(self.embed[:1], table)
-        self.cos, self.sin = cos[0], sin[0]  # [total, d]
-        self.col = width  # cache column of the next token
+        self.total, self.col = width + max_new, width  # col: cache column of the next token
+        self._rope_tables(self.total)
         cap = min(self.total, width + self.block)
-        for layer in self.layers:
-            # Zeros, not empty: masked columns still enter the matmuls and must be finite.
-            layer.k = torch.zeros(b, self.kv_heads, cap, self.head_dim, dtype=self.dtype, device=self.device)
-            layer.v = torch.zeros_like(layer.k)
-        lengths = mask.sum(1)
-        logits = None
-        for rows in length_buckets(lengths):
-            part = self._prefill_rows(ids, mask, rows, int(lengths[rows].max()))
-            logits = part.new_empty(b, part.shape[-1]) if logits is None else logits
-            logits[rows] = part
-        # Additive key mask (padding and not-yet-written columns), one copy per kv
-        # head so that it views as [b * kv_heads, 1, cap].
+        shape = (b, self.kv_heads, cap, self.head_dim)
+        # Zeros, not empty: masked columns still enter the matmuls and must be finite.
+        self.ks = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        self.vs = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        real = mask.bool()
+        x = self._prefill_packed(ids, real)
+        # Left padding: every row's last real token is its last column.
+        last = real.sum(1).cumsum(0) - 1
+        logits = self._logits(x[last])
+        # Additive key mask (padding and unwritten columns), one copy per kv head
+        # so that it views as [b * kv_heads, 1, cap].
         self.mask = torch.full((b, self.kv_heads, 1, cap), float("-inf"), dtype=self.dtype, device=self.device)
-        self.mask[:, :, :, :width].masked_fill_(mask.bool()[:, None, None], 0.0)
-        self.pos = lengths  # position of the next token, [b]
+        self.mask[:, :, :, :width].masked_fill_(real[:, None, None], 0.0)
+        self.pos = real.sum(1)  # position of the next token, [b]
         if repeat > 1:
             self.keep(torch.arange(b, device=self.device).repeat_interleave(repeat))
             logits = logits.repeat_interleave(repeat, dim=0)
         return logits
 
-    def _prefill_rows(self, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, width: int) -> torch.Tensor:
-        """Prefills ``rows`` over their last ``width`` columns; returns their last logits."""
-        end = ids.shape[1]
-        start = end - width
-        ids, mask = ids[rows, start:], mask[rows, start:]
-        pos = (mask.cumsum(1) - 1).clamp(min=0)
-        causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
-        # Pad queries may see themselves, so no softmax row is empty (their output is never used).
-        eye = torch.eye(width, dtype=torch.bool, device=self.device)
-        allowed = ((causal & mask.bool()[:, None, :]) | eye)[:, None]
-        cs = (self.cos[pos].unsqueeze(2), self.sin[pos].unsqueeze(2))  # [b, P, 1, d]
-        x = F.embedding(ids, self.embed)
-        group = self.heads // self.kv_heads
-        for layer in self.layers:
-            q, k, v = self._qkv(layer, _rms_norm(x, layer.ln1, layer.eps1), *cs)
-            k, v = k.transpose(1, 2), v.transpose(1, 2)  # [b, kvH, P, d]
-            layer.k[rows, :, start:end] = k
-            layer.v[rows, :, start:end] = v
-            kk, vv = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-            a = F.scaled_dot_product_attention(q.transpose(1, 2), kk, vv, attn_mask=allowed, scale=self.scale)
-            x = _linear_add(x, a.transpose(1, 2).reshape(*x.shape[:2], -1), layer.wo_t, layer.bo)
-            x = self._mlp(layer, x)
-        return self._logits(x[:, -1])
-
-    def _qkv(self, layer: _Layer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-        """Projects and rotates; returns q ``[..., H, d]``, k and v ``[..., kvH, d]``."""
+    def _prefill_packed(self, ids: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """All layers over the prompts; returns the packed final hidden states ``[N, hidden]``."""
+        b, width = ids.shape
         nh, nkv, d = self.heads, self.kv_heads, self.head_dim
-        qkv = F.linear(h, layer.wqkv, layer.bqkv)
-        n_qk = (nh + nkv) * d
-        lead = qkv.shape[:-1]
-        qk = qkv[..., :n_qk].view(*lead, nh + nkv, d)
-        qk_rot = qkv[..., n_qk + nkv * d :].view(*lead, nh + nkv, d)
-        qk = torch.addcmul(qk * cos, qk_rot, sin)
-        v = qkv[..., n_qk : n_qk + nkv * d].view(*lead, nkv, d)
-        return qk[..., :nh, :], qk[..., nh:, :], v
-
-    def _mlp(self, layer: _Layer, x: torch.Tensor) -> torch.Tensor:
-        h = _rms_norm(x, layer.ln2, layer.eps2)
-        gu = F.linear(h, layer.wgu, layer.bgu)
-        half = gu.shape[-1] // 2
-        return _linear_add(x, F.silu(gu[..., :half]) * gu[..., half:], layer.wd_t, layer.bd)
+        flat = real.flatten().nonzero().squeeze(1)  # [N] real tokens in row-major order
+        pos = (real.cumsum(1) - 1).flatten()[flat]
+        cos, sin = self.cos[pos].unsqueeze(1), self.sin[pos].unsqueeze(1)  # [N, 1, d]
+        causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
+        # Pad queries may see themselves, so no softmax row is empty (their output is dropped).
+        eye = torch.eye(width, dtype=torch.bool, device=self.device)
+        allowed = ((causal & real[:, None, :]) | eye)[:, None]  # [b, 1, P, P]
+        x = F.embedding(ids.flatten()[flat], self.embed)
+        # Pad slots stay zero across layers; only the real rows are overwritten.
+        buffer = torch.zeros(b * width, nh + 2 * nkv, d, dtype=self.dtype, device=self.device)
+        for layer, kc, vc in zip(self.layers, self.ks, self.vs):
+            q, k, v = self._qkv(layer, _rms_norm(x, layer.ln1, layer.eps1), cos, sin)
+            buffer.index_copy_(0, flat, torch.cat([q, k, v], dim=1))
+            padded = buffer.view(b, width, nh + 2 * nkv, d).transpose(1, 2)  # [b, heads, P, d]
+            qp, kp, vp = padded[:, :nh], padded[:, nh : nh + nkv], padded[:, nh + nkv :]
+            kc[:, :, :width] = kp
+            vc[:, :, :width] = vp
+            group = nh // nkv
+            kk, vv = kp.repeat_interleave(group, dim=1), vp.repeat_interleave(group, dim=1)
+            a = F.scaled_dot_product_attention(qp, kk, vv, attn_mask=allowed, scale=self.scale)
+            a = a.transpose(1, 2).reshape(b * width, nh * d)[flat]
+            x = _linear_add(x, a, layer.wo_t, layer.bo)
+            if self.cpu_fp32:
+                # Row blocks keep the [rows, 2 * intermediate] activations in cache.
+                x = torch.cat([self._mlp(layer, part) for part in x.split(256)])
+            else:
+                x = self._mlp(layer, x)
+        return x
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feeds one token per row and returns the next-token logits.
@@ -239,46 +253,53 @@ class FusedDecoder:
         if self.col == self.mask.shape[-1]:
             self._grow()
         b, col, cap = tokens.shape[0], self.col, self.mask.shape[-1]
-        nkv, group, d = self.kv_heads, self.heads // self.kv_heads, self.head_dim
         cos, sin = self.cos[self.pos].unsqueeze(1), self.sin[self.pos].unsqueeze(1)  # [b, 1, d]
         self.mask.select(3, col).fill_(0.0)
-        mask = self.mask.view(b * nkv, 1, cap)
+        mask = self.mask.view(b * self.kv_heads, 1, cap) if self.cpu_fp32 else self.mask
         x = F.embedding(tokens, self.embed)
-        for layer in self.layers:
+        for layer, kc, vc in zip(self.layers, self.ks, self.vs):
             q, k, v = self._qkv(layer, _rms_norm(x, layer.ln1, layer.eps1), cos, sin)
-            layer.k.select(2, col).copy_(k)
-            layer.v.select(2, col).copy_(v)
-            # One query per row: the query heads sharing a kv head form a [group, d]
-            # matrix against that head's cache, so no repeat of the cache is needed.
-            # Explicit bmm beats CPU SDPA several times for one-token queries.
-            keys = layer.k.view(b * nkv, cap, d)
-            scores = torch.baddbmm(mask, q.reshape(b * nkv, group, d), keys.transpose(1, 2), alpha=self.scale)
-            probs = scores.softmax(dim=-1, dtype=torch.float32).to(self.dtype)
-            a = torch.bmm(probs, layer.v.view(b * nkv, cap, d))
-            x = _linear_add(x, a.view(b, -1), layer.wo_t, layer.bo)
-            x = self._mlp(layer, x)
+            kc.select(2, col).copy_(k)
+            vc.select(2, col).copy_(v)
+            a = self._decode_attention(q, kc, vc, mask)
+            x = self._mlp(layer, _linear_add(x, a, layer.wo_t, layer.bo))
         self.col += 1
         self.pos = self.pos + 1
         return self._logits(x)
 
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(_rms_norm(x, self.norm, self.norm_eps), self.head_w, self.head_b).float()
+    def _decode_attention(self, q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, mask: torch.Tensor):
+        """One-token attention over the whole cache; ``q [b, H, d]`` -> ``[b, H * d]``.
+
+        The query heads sharing a kv head act as a short query sequence against
+        that head's cache, so the cache is never repeated per query head.
+        """
+        b, nkv, d = q.shape[0], self.kv_heads, self.head_dim
+        group, cap = self.heads // nkv, kc.shape[2]
+        if self.cpu_fp32:
+            # CPU float32: batched matmuls beat CPU SDPA several times for one query.
+            keys = kc.view(b * nkv, cap, d).transpose(1, 2)
+            scores = torch.baddbmm(mask, q.reshape(b * nkv, group, d), keys, alpha=self.scale)
+            a = torch.bmm(scores.softmax(dim=-1), vc.view(b * nkv, cap, d))
+        else:
+            # Fused kernels keep scores and probabilities in float32 for bf16/fp16.
+            a = F.scaled_dot_product_attention(
+                q.reshape(b, nkv, group, d), kc, vc, attn_mask=mask, scale=self.scale
+            )
+        return a.reshape(b, self.heads * d)
 
     def _grow(self) -> None:
         """Adds up to ``block`` columns to the cache and the mask (one copy per block)."""
-        cap = self.mask.shape[-1]
-        extra = min(self.block, self.total - cap)
+        extra = min(self.block, self.total - self.mask.shape[-1])
         if extra <= 0:
             raise RuntimeError("decoded past the length given to prefill")
-        for layer in self.layers:
-            layer.k = F.pad(layer.k, (0, 0, 0, extra))
-            layer.v = F.pad(layer.v, (0, 0, 0, extra))
+        self.ks = [F.pad(k, (0, 0, 0, extra)) for k in self.ks]
+        self.vs = [F.pad(v, (0, 0, 0, extra)) for v in self.vs]
         self.mask = F.pad(self.mask, (0, extra), value=float("-inf"))
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keeps cache and state rows ``rows`` (``[b']`` indices, repeats allowed) in that order."""
-        for layer in self.layers:
-            layer.k, layer.v = layer.k[rows], layer.v[rows]
+        self.ks = [k[rows] for k in self.ks]
+        self.vs = [v[rows] for v in self.vs]
         self.mask, self.pos = self.mask[rows], self.pos[rows]
 
 
@@ -297,7 +318,9 @@ class HFDecoder:
 
     def _forward(self, **kw) -> torch.Tensor:
         out = self.model(**kw, use_cache=True, **self.extra)
-        self.cache = out.get("cache", None) or out.get("past_key_values", None)
+        # transformers 5.x names the returned cache ``cache``, 4.x ``past_key_values``.
+        cache = out.get("cache", None)
+        self.cache = cache if cache is not None else out.get("past_key_values", None)
         return out.logits[:, -1].float()
 
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor, max_new: int, repeat: int = 1) -> torch.Tensor:

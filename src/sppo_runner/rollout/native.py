@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import math
-import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import torch
 
 from sppo_runner.batch import RolloutBatch
 from sppo_runner.rollout.base import SamplingParams
 from sppo_runner.rollout.common import assemble, draw_seed, eos_id_list, left_pad
-from sppo_runner.rollout.decoders import FusedDecoder, HFDecoder, fused_unsupported
+from sppo_runner.rollout.decoders import FusedDecoder, FusedWeights, HFDecoder, fused_unsupported
 from sppo_runner.rollout.sampling import Sampler, StopChecker
+
+# Below this many rows per chunk, splitting a batch across CPU workers stops paying.
+_MIN_WORKER_ROWS = 8
+
+
+@dataclass
+class _Chunk:
+    """One independently generated slice of the batch."""
+
+    rows: slice  # rows of the prompt tensors (unique prompts when repeat > 1)
+    repeat: int  # samples per prompt row, generated adjacent
+    generator: torch.Generator
 
 
 class NativeEngine:
@@ -19,19 +32,29 @@ class NativeEngine:
 
     Finished rows stop costing compute: once a ``compact_ratio`` share of the
     running rows has finished, their cache rows are dropped (copying the cache
-    costs about as much as a few decode steps, so it is amortized).
+    costs about as much as a few decode steps, so it is amortized). The samples
+    of one prompt share a single prefill.
+
+    On CPU the batch is split into ``workers`` chunks decoded concurrently in
+    threads with one intra-op thread each: small per-step ops parallelize badly
+    across OpenMP threads (and stall when another process holds a core), while
+    independent chunks keep every core busy. Torch's thread count is set to 1
+    for the duration of such a call and restored after.
 
     Args:
         tokenizer: The policy's tokenizer (pad / EOS ids, decoding, stop strings).
-        micro_batch_size: Most rows generated at once (None: all); bounds memory.
-        token_budget: Most cached tokens (rows x (prompt + max_new_tokens)) at
-            once; None for no bound. Combined with ``micro_batch_size``.
-        compact_ratio: Share of finished rows that triggers compaction (0..1).
+        micro_batch_size: Most rows generated at once per chunk (None or 0: all);
+            bounds memory.
+        token_budget: Most cached tokens (rows x (prompt + max_new_tokens)) per
+            chunk; None for no bound. Combined with ``micro_batch_size``.
+        compact_ratio: Share of finished rows that triggers compaction (0..1].
         fused: Use the fused Llama-family decoder when the model allows it
             (``"auto"``), always the model's own forward (``False``), or
             require the fused one (``True``).
-        compile: ``torch.compile`` the decode step (CUDA only; off by default,
-            as it is unmeasured).
+        workers: Chunks decoded concurrently; None: torch's thread count on
+            CPU, 1 on accelerators.
+        compile: ``torch.compile`` the decode step (CUDA only). Off by default:
+            it costs ~20 s of compilation per new shape and is unmeasured.
     """
 
     def __init__(
@@ -41,6 +64,7 @@ class NativeEngine:
         token_budget: int | None = None,
         compact_ratio: float = 0.25,
         fused: bool | str = "auto",
+        workers: int | None = None,
         compile: bool = False,
     ) -> None:
         self.tokenizer = tokenizer
@@ -50,6 +74,7 @@ class NativeEngine:
         self.token_budget = token_budget
         self.compact_ratio = compact_ratio
         self.fused = fused
+        self.workers = workers
         self.compile = compile
         self._stop_cache: dict = {}
 
@@ -62,138 +87,195 @@ class NativeEngine:
     ) -> RolloutBatch:
         """See :meth:`RolloutEngine.generate`."""
         device = next(model.parameters()).device
-        n = params.n
+        n, max_new = params.n, params.max_new_tokens
         unique_ids, unique_mask = left_pad(prompts, 1, self.pad_id)
-        eos_ids = eos_id_list(self.tokenizer, model)
-        gen = generator
-        if device.type != "cpu":
-            gen = torch.Generator(device=device).manual_seed(draw_seed(generator))
-        rows = self._chunk_rows(len(prompts) * n, unique_ids.shape[1] + params.max_new_tokens)
-        # Whole groups per chunk let the n samples of a prompt share one prefill.
-        repeat = n if rows >= n else 1
+        total_len = unique_ids.shape[1] + max_new
+        chunks = self._plan(len(prompts), n, total_len, device, generator)
         ids, mask = unique_ids, unique_mask
-        if repeat == 1:
+        if chunks[0].repeat == 1:
             ids, mask = ids.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)
-        step = rows // repeat
-        outs = []
+        eos_ids = eos_id_list(self.tokenizer, model)
+        stops = self._stop_checker(params.stop, model, device) if params.stop else None
         was_training = model.training
         model.eval()
         try:
             with torch.inference_mode():
-                for start in range(0, ids.shape[0], step):
-                    chunk = (ids[start : start + step].to(device), mask[start : start + step].to(device))
-                    outs.append(self._generate_chunk(model, *chunk, repeat, params, gen, eos_ids))
+                make_decoder = self._decoder_factory(model, total_len)
+
+            def work(chunk: _Chunk):
+                # inference_mode is thread-local: enter it in the worker.
+                with torch.inference_mode():
+                    args = (ids[chunk.rows].to(device), mask[chunk.rows].to(device), chunk.repeat)
+                    return self._generate_chunk(make_decoder(), *args, params, chunk.generator, eos_ids, stops)
+
+            outs = self._run(work, chunks, device)
         finally:
             model.train(was_training)
         tokens, logprobs, lengths = (torch.cat([o[i] for o in outs]) for i in range(3))
-        return assemble(
-            self.tokenizer,
-            unique_ids.repeat_interleave(n, dim=0),
-            unique_mask.repeat_interleave(n, dim=0),
-            tokens,
-            logprobs,
-            lengths,
-            n,
-            self.pad_id,
-        )
+        prompt_ids, prompt_mask = unique_ids.repeat_interleave(n, dim=0), unique_mask.repeat_interleave(n, dim=0)
+        return assemble(self.tokenizer, prompt_ids, prompt_mask, tokens, logprobs, lengths, n, self.pad_id)
 
-    def _chunk_rows(self, n_rows: int, row_tokens: int) -> int:
+    def _n_workers(self, device: torch.device) -> int:
+        if self.workers is not None:
+            return max(1, self.workers)
+        return torch.get_num_threads() if device.type == "cpu" else 1
+
+    def _plan(self, n_prompts: int, n: int, total_len: int, device, generator) -> list[_Chunk]:
+        """Splits the batch into chunks and draws one generator per chunk, in order."""
+        n_rows = n_prompts * n
         rows = n_rows
         if self.micro_batch_size:
             rows = min(rows, self.micro_batch_size)
         if self.token_budget:
-            rows = min(rows, max(1, self.token_budget // row_tokens))
-        return max(rows, 1)
+            rows = min(rows, max(1, self.token_budget // total_len))
+        workers = self._n_workers(device)
+        if workers > 1 and n_rows >= 2 * _MIN_WORKER_ROWS:
+            rows = min(rows, max(_MIN_WORKER_ROWS, math.ceil(n_rows / workers)))
+        # Whole prompt groups per chunk let the n samples of a prompt share one prefill.
+        repeat = n if rows >= n else 1
+        step = max(1, rows // repeat)
+        n_units = n_prompts if repeat > 1 else n_rows
+        # Seeds are drawn up front, so results never depend on thread timing.
+        return [
+            _Chunk(slice(s, s + step), repeat, torch.Generator(device=device).manual_seed(draw_seed(generator)))
+            for s in range(0, n_units, step)
+        ]
 
-    def _decoder(self, model: torch.nn.Module, total_len: int):
-        if self.fused is False:
-            return HFDecoder(model)
-        reason = fused_unsupported(model, total_len)
-        if reason is None:
-            return FusedDecoder(model)
-        if self.fused is True:
-            raise ValueError(f"fused decoder unavailable: {reason}")
-        return HFDecoder(model)
+    def _run(self, work, chunks: list[_Chunk], device: torch.device) -> list:
+        workers = min(self._n_workers(device), len(chunks))
+        if workers <= 1 or device.type != "cpu":
+            return [work(c) for c in chunks]
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(workers) as pool:
+                return list(pool.map(work, chunks))
+        finally:
+            torch.set_num_threads(threads)
 
-    def _stop_checker(self, stops: tuple[str, ...], vocab: int, device: torch.device) -> StopChecker:
-        key = (stops, vocab, str(device))
+    def _decoder_factory(self, model: torch.nn.Module, total_len: int):
+        """A function returning a fresh decoder; fused weights are built once and shared."""
+        if self.fused is not False:
+            reason = fused_unsupported(model, total_len)
+            if reason is None:
+                weights = FusedWeights(model)
+                return lambda: FusedDecoder(weights)
+            if self.fused is True:
+                raise ValueError(f"fused decoder unavailable: {reason}")
+        return lambda: HFDecoder(model)
+
+    def _stop_checker(self, stops: tuple[str, ...], model: torch.nn.Module, device: torch.device) -> StopChecker:
+        vocab = model.get_output_embeddings().weight.shape[0]
+        key = (tuple(stops), vocab, str(device))
         if key not in self._stop_cache:
-            self._stop_cache[key] = StopChecker(self.tokenizer, stops, vocab, device)
+            self._stop_cache[key] = StopChecker(self.tokenizer, tuple(stops), vocab, device)
         return self._stop_cache[key]
 
     def _generate_chunk(
         self,
-        model: torch.nn.Module,
+        decoder,
         ids: torch.Tensor,
         mask: torch.Tensor,
         repeat: int,
         params: SamplingParams,
         gen: torch.Generator,
         eos_ids: list[int],
+        stops: StopChecker | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Samples one chunk of rows.
 
         Args:
-            model: The policy.
+            decoder: A fresh :class:`FusedDecoder` or :class:`HFDecoder`.
             ids: ``[p, P]`` left-padded prompt ids on the model's device.
             mask: ``[p, P]`` prompt mask.
             repeat: Rows per prompt (``b = p * repeat``), adjacent.
             params: Sampling parameters.
             gen: Generator on the model's device.
             eos_ids: Token ids that end a response.
+            stops: Stop-string detector, or None.
 
         Returns:
             ``tokens [b, max_new]``, ``logprobs [b, max_new]`` (valid up to the
             length) and ``lengths [b]`` (CPU, EOS or stop-string token included).
         """
         b, max_new = ids.shape[0] * repeat, params.max_new_tokens
-        decoder = self._decoder(model, ids.shape[1] + max_new)
         step = decoder.step
         if self.compile and ids.device.type == "cuda":
             step = torch.compile(step, dynamic=True)
         logits = decoder.prefill(ids, mask, max_new, repeat)
         device, vocab = logits.device, logits.shape[-1]
-        sampler = Sampler(params, gen, [e for e in eos_ids if e < vocab] if params.ignore_eos else [])
-        ends = torch.zeros(vocab, dtype=torch.bool, device=device)
-        if not params.ignore_eos:
-            ends[[e for e in eos_ids if e < vocab]] = True
-        stops = self._stop_checker(params.stop, vocab, device) if params.stop else None
-        can_end = bool(ends.any()) or stops is not None
-        out_tok = torch.full((max_new, b), self.pad_id, dtype=torch.long, device=device)  # time-major: one contiguous row per step
-        out_lp = torch.zeros((max_new, b), dtype=torch.float32, device=device)
-        lengths = torch.full((b,), max_new, dtype=torch.long)
-        row_ids = torch.arange(b, device=device)  # original row of each running row
-        alive = torch.ones(b, dtype=torch.bool, device=device)
+        eos_ids = [e for e in eos_ids if e < vocab]
+        sampler = Sampler(params, gen, eos_ids if params.ignore_eos else [])
+        state = _RowState(b, max_new, self.pad_id, device, [] if params.ignore_eos else eos_ids, vocab)
         for t in range(max_new):
             tok, lp = sampler(logits)
-            out_tok[t].index_copy_(0, row_ids, tok)
-            out_lp[t].index_copy_(0, row_ids, lp)
-            if can_end:
-                newly = ends[tok] & alive
-                if stops is not None:
-                    newly = self._stop_hits(stops, out_tok, tok, alive, row_ids, newly, t)
-                if bool(newly.any()):
-                    lengths[row_ids[newly].cpu()] = t + 1
-                    alive &= ~newly
-                    n_alive = int(alive.sum())
-                    if n_alive == 0:
-                        break
-                    if alive.numel() - n_alive >= math.ceil(self.compact_ratio * alive.numel()):
-                        keep = alive.nonzero().squeeze(1)
-                        decoder.keep(keep)
-                        row_ids, alive, tok = row_ids[keep], alive[keep], tok[keep]
+            keep = state.record(t, tok, lp, stops, self.compact_ratio)
+            if state.n_alive == 0:
+                break
+            if keep is not None:
+                decoder.keep(keep)
+                tok = tok[keep]
             if t + 1 < max_new:
                 logits = step(tok)
-        return out_tok.t(), out_lp.t(), lengths
+        return state.tokens.t(), state.logprobs.t(), state.lengths
 
-    @staticmethod
-    def _stop_hits(stops, out_tok, tok, alive, row_ids, newly, t) -> torch.Tensor:
+
+class _RowState:
+    """Outputs and finished-row bookkeeping of one chunk (rows in original order).
+
+    Args:
+        b: Rows.
+        max_new: Step budget.
+        pad_id: Fill of unused token slots.
+        device: Where the outputs live.
+        eos_ids: Tokens that end a row (empty with ``ignore_eos``).
+        vocab: Logit width.
+    """
+
+    def __init__(self, b: int, max_new: int, pad_id: int, device, eos_ids: list[int], vocab: int) -> None:
+        # Time-major: each step writes one contiguous row.
+        self.tokens = torch.full((max_new, b), pad_id, dtype=torch.long, device=device)
+        self.logprobs = torch.zeros((max_new, b), dtype=torch.float32, device=device)
+        self.lengths = torch.full((b,), max_new, dtype=torch.long)
+        self.row_ids = torch.arange(b, device=device)  # original row of each running row
+        self.alive = torch.ones(b, dtype=torch.bool, device=device)
+        self.n_alive = b
+        self.ends = torch.zeros(vocab, dtype=torch.bool, device=device)
+        self.ends[eos_ids] = True
+        self.can_end = bool(eos_ids)
+
+    def record(self, t: int, tok, lp, stops: StopChecker | None, compact_ratio: float) -> torch.Tensor | None:
+        """Stores step ``t`` and retires finished rows.
+
+        Returns:
+            Indices of the running rows to keep when the cache should be
+            compacted now, else None.
+        """
+        self.tokens[t].index_copy_(0, self.row_ids, tok)
+        self.logprobs[t].index_copy_(0, self.row_ids, lp)
+        if not self.can_end and stops is None:
+            return None
+        newly = self.ends[tok] & self.alive
+        if stops is not None:
+            newly = self._stop_hits(stops, tok, newly, t)
+        if not bool(newly.any()):
+            return None
+        self.lengths[self.row_ids[newly].cpu()] = t + 1
+        self.alive &= ~newly
+        self.n_alive = int(self.alive.sum())
+        finished = self.alive.numel() - self.n_alive
+        if self.n_alive == 0 or finished < math.ceil(compact_ratio * self.alive.numel()):
+            return None
+        keep = self.alive.nonzero().squeeze(1)
+        self.row_ids, self.alive = self.row_ids[keep], self.alive[keep]
+        return keep
+
+    def _stop_hits(self, stops: StopChecker, tok, newly, t: int) -> torch.Tensor:
         """Adds to ``newly`` the running rows whose response now contains a stop string."""
-        cand = (stops.candidates[tok] & alive & ~newly).nonzero().squeeze(1)
+        cand = (stops.candidates[tok] & self.alive & ~newly).nonzero().squeeze(1)
         if cand.numel() == 0:
             return newly
-        hit_rows = stops.hits(out_tok, row_ids[cand].tolist(), t)
+        hit_rows = stops.hits(self.tokens, self.row_ids[cand].tolist(), t)
         if hit_rows:
-            hit = torch.isin(row_ids, torch.tensor(hit_rows, device=row_ids.device))
-            newly = newly | hit
+            newly = newly | torch.isin(self.row_ids, torch.tensor(hit_rows, device=self.row_ids.device))
         return newly
