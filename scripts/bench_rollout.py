@@ -48,9 +48,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from sppo_runner.rollout import SamplingParams, make_engine  # noqa: E402
-from sppo_runner.rollout.common import left_pad  # noqa: E402
-from sppo_runner.rollout.decoders import FusedDecoder, HFDecoder, fused_unsupported  # noqa: E402
+from sppo_runner.rollout import SamplingParams, make_engine
+from sppo_runner.rollout.common import left_pad
+from sppo_runner.rollout.decoders import FusedDecoder, fused_unsupported
+from sppo_runner.rollout.hf_decoder import HFDecoder
 
 DEMO_BATCH = 64
 
@@ -67,7 +68,11 @@ def load_model(args):
     else:
         from sppo_runner.rollout.tiny import tiny_causal_lm, tiny_tokenizer
 
-        model, tokenizer, name = tiny_causal_lm("qwen2", seed=0).to(dtype), tiny_tokenizer(), "random-qwen2-tiny"
+        model, tokenizer, name = (
+            tiny_causal_lm("qwen2", seed=0).to(dtype),
+            tiny_tokenizer(),
+            "random-qwen2-tiny",
+        )
     return model.to(args.device).eval(), tokenizer, name
 
 
@@ -77,9 +82,13 @@ def make_prompts(tokenizer, n: int, seed: int) -> list[list[int]]:
         from sppo_runner.data.synthetic import SyntheticTask
 
         texts = [p.prompt for p in SyntheticTask(seed=seed).train(n)]
-    except Exception:  # the data module is optional here
+    except (ImportError, AttributeError, TypeError):  # the data module is optional here
         rng = random.Random(seed)
-        texts = ["".join(rng.choices(string.ascii_letters + " +-*=", k=rng.randint(20, 70))) + "\n" for _ in range(n)]
+        texts = [
+            "".join(rng.choices(string.ascii_letters + " +-*=", k=rng.randint(20, 70)))
+            + "\n"
+            for _ in range(n)
+        ]
     return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
@@ -88,7 +97,9 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_engines(engines: dict, model, prompts, params, device, repeats) -> dict[str, float]:
+def time_engines(
+    engines: dict, model, prompts, params, device, repeats
+) -> dict[str, float]:
     """Best wall time (seconds) of each engine over ``repeats`` rounds.
 
     The engines alternate within each round, so a burst of load from other
@@ -99,10 +110,14 @@ def time_engines(engines: dict, model, prompts, params, device, repeats) -> dict
         for name, engine in engines.items():
             sync(device)
             start = time.perf_counter()
-            batch = engine.generate(model, prompts, params, torch.Generator().manual_seed(r))
+            batch = engine.generate(
+                model, prompts, params, torch.Generator().manual_seed(r)
+            )
             sync(device)
             best[name] = min(best[name], time.perf_counter() - start)
-            assert batch.n_tokens == len(prompts) * params.max_new_tokens, "rows stopped early: unfair comparison"
+            assert batch.n_tokens == len(prompts) * params.max_new_tokens, (
+                "rows stopped early: unfair comparison"
+            )
     return best
 
 
@@ -115,14 +130,18 @@ def _forward_passes(decoder_cls, model, ids, mask, max_new) -> None:
             decoder.step(token)
 
 
-def time_floor(decoder_cls, model, prompts, pad_id, max_new, device, repeats, workers=1) -> float:
+def time_floor(
+    decoder_cls, model, prompts, pad_id, max_new, device, repeats, workers=1
+) -> float:
     """Best wall time of the bare forward passes, feeding a fixed token (seconds).
 
     With ``workers > 1`` the rows are split the way the native engine splits
     them on CPU (concurrent chunks, one intra-op thread each).
     """
     ids, mask = left_pad(prompts, 1, pad_id)
-    parts = list(zip(ids.to(device).tensor_split(workers), mask.to(device).tensor_split(workers)))
+    parts = list(
+        zip(ids.to(device).tensor_split(workers), mask.to(device).tensor_split(workers))
+    )
     best = float("inf")
     for _ in range(repeats):
         sync(device)
@@ -134,7 +153,12 @@ def time_floor(decoder_cls, model, prompts, pad_id, max_new, device, repeats, wo
             torch.set_num_threads(1)
             try:
                 with ThreadPoolExecutor(workers) as pool:
-                    list(pool.map(lambda p: _forward_passes(decoder_cls, model, *p, max_new), parts))
+                    list(
+                        pool.map(
+                            lambda p: _forward_passes(decoder_cls, model, *p, max_new),
+                            parts,
+                        )
+                    )
             finally:
                 torch.set_num_threads(threads)
         sync(device)
@@ -144,14 +168,28 @@ def time_floor(decoder_cls, model, prompts, pad_id, max_new, device, repeats, wo
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--random-model", action="store_true", help="tiny random Qwen2 instead of the embedded policy")
+    ap.add_argument(
+        "--random-model",
+        action="store_true",
+        help="tiny random Qwen2 instead of the embedded policy",
+    )
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    ap.add_argument("--batch-sizes", default="64,256", help="comma-separated rows per call")
+    ap.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16", "float16"]
+    )
+    ap.add_argument(
+        "--batch-sizes", default="64,256", help="comma-separated rows per call"
+    )
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=2, help="timed calls per point; the best counts")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
-    ap.add_argument("--no-floor", action="store_true", help="skip the bare-forward floors")
+    ap.add_argument(
+        "--repeats", type=int, default=2, help="timed calls per point; the best counts"
+    )
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (0: torch default)"
+    )
+    ap.add_argument(
+        "--no-floor", action="store_true", help="skip the bare-forward floors"
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if args.threads:
@@ -160,17 +198,35 @@ def main(argv: list[str] | None = None) -> int:
     model, tokenizer, name = load_model(args)
     sizes = [int(s) for s in args.batch_sizes.split(",")]
     prompts = make_prompts(tokenizer, max(sizes), args.seed)
-    params = SamplingParams(n=1, temperature=1.0, max_new_tokens=args.max_new_tokens, ignore_eos=True)
+    params = SamplingParams(
+        n=1, temperature=1.0, max_new_tokens=args.max_new_tokens, ignore_eos=True
+    )
     engines = {name_: make_engine(name_, tokenizer) for name_ in ("hf", "native")}
     # Warm-up: first calls pay for lazy initialization in both backends.
     for engine in engines.values():
-        engine.generate(model, prompts[:8], SamplingParams(max_new_tokens=4, ignore_eos=True), torch.Generator())
+        engine.generate(
+            model,
+            prompts[:8],
+            SamplingParams(max_new_tokens=4, ignore_eos=True),
+            torch.Generator(),
+        )
     fused_ok = fused_unsupported(model, 1024) is None
-    result = {"model": name, "device": f"{args.device} ({platform.processor() or platform.machine()})",
-              "dtype": args.dtype, "threads": torch.get_num_threads(), "max_new_tokens": args.max_new_tokens}
-    print(f"model={name} device={args.device} dtype={args.dtype} threads={torch.get_num_threads()} "
-          f"max_new_tokens={args.max_new_tokens} prompt_tokens(mean)={sum(map(len, prompts)) / len(prompts):.1f}")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    result = {
+        "model": name,
+        "device": f"{args.device} ({platform.processor() or platform.machine()})",
+        "dtype": args.dtype,
+        "threads": torch.get_num_threads(),
+        "max_new_tokens": args.max_new_tokens,
+    }
+    print(
+        f"model={name} device={args.device} dtype={args.dtype} threads={torch.get_num_threads()} "
+        f"max_new_tokens={args.max_new_tokens} prompt_tokens(mean)={sum(map(len, prompts)) / len(prompts):.1f}"
+    )
+    pad_id = (
+        tokenizer.pad_token_id
+        if tokenizer.pad_token_id is not None
+        else tokenizer.eos_token_id
+    )
     for size in sizes:
         batch = prompts[:size]
         n_tokens = size * args.max_new_tokens
@@ -180,18 +236,35 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_floor:
             floors = {"hf_forward": (HFDecoder, 1)}
             if fused_ok:
-                floors["fused_forward"] = (FusedDecoder, engines["native"]._n_workers(torch.device(args.device)))
+                floors["fused_forward"] = (
+                    FusedDecoder,
+                    engines["native"]._n_workers(torch.device(args.device)),
+                )
             for key, (cls, workers) in floors.items():
                 workers = workers if size >= 16 else 1
-                sec = time_floor(cls, model, batch, pad_id, args.max_new_tokens, args.device, args.repeats, workers)
+                sec = time_floor(
+                    cls,
+                    model,
+                    batch,
+                    pad_id,
+                    args.max_new_tokens,
+                    args.device,
+                    args.repeats,
+                    workers,
+                )
                 tps[key] = n_tokens / sec
-            line += "  | floors: " + "  ".join(f"{k} {tps[k]:.0f} tok/s" for k in floors)
+            line += "  | floors: " + "  ".join(
+                f"{k} {tps[k]:.0f} tok/s" for k in floors
+            )
         print(line, flush=True)
         result[f"tokens_per_s_at_{size}"] = {k: round(v, 1) for k, v in tps.items()}
         result[f"ratio_at_{size}"] = round(tps["native"] / tps["hf"], 3)
     if DEMO_BATCH in sizes:
         result["ratio_at_demo_batch"] = result[f"ratio_at_{DEMO_BATCH}"]
-    result["loadavg_1min_start_end"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
+    result["loadavg_1min_start_end"] = [
+        round(load_start, 2),
+        round(os.getloadavg()[0], 2),
+    ]
     print(json.dumps(result))
     return 0
 

@@ -46,7 +46,14 @@ def run(engine, model, prompts, seed=0, **kw):
     return engine.generate(model, prompts, params, torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("kw", [dict(temperature=1.0), dict(temperature=0.7, top_p=0.9, top_k=20), dict(temperature=0.0)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"temperature": 1.0},
+        {"temperature": 0.7, "top_p": 0.9, "top_k": 20},
+        {"temperature": 0.0},
+    ],
+)
 def test_logprobs_match_learner(tok, model, prompts, kw):
     batch = run(HFEngine(tok), model, prompts, **kw)
     lengths = batch.response_mask.sum(1)
@@ -54,7 +61,9 @@ def test_logprobs_match_learner(tok, model, prompts, kw):
         # Early EOS happened and rows differ in length, so right padding is exercised.
         assert (lengths < MAX_NEW).any() and lengths.min() < lengths.max(), lengths
     with torch.no_grad():
-        lp, _ = sequence_logprobs(model, *batch.full(), batch.response_ids.shape[1], kw["temperature"])
+        lp, _ = sequence_logprobs(
+            model, *batch.full(), batch.response_ids.shape[1], kw["temperature"]
+        )
     mask = batch.response_mask.bool()
     assert (lp - batch.logprobs)[mask].abs().max().item() <= 1e-4
     assert (batch.logprobs[~mask] == 0).all()
@@ -74,7 +83,10 @@ def test_shapes_and_masks(tok, model, prompts):
     lengths = batch.response_mask.sum(1)
     assert batch.response_ids.shape[1] == lengths.max().item() <= MAX_NEW
     # The mask is a prefix; EOS ends the early rows and appears nowhere before.
-    assert (batch.response_mask == (torch.arange(batch.response_ids.shape[1]) < lengths[:, None]).long()).all()
+    assert (
+        batch.response_mask
+        == (torch.arange(batch.response_ids.shape[1]) < lengths[:, None]).long()
+    ).all()
     for r in range(b):
         row = batch.response_ids[r, : lengths[r]].tolist()
         assert tok.eos_token_id not in row[:-1]
@@ -91,7 +103,9 @@ def test_deterministic_and_leaves_global_rng(tok, model, prompts):
     assert torch.equal(torch.get_rng_state(), state)
     b = run(engine, model, prompts, seed=5)
     c = run(engine, model, prompts, seed=6)
-    assert torch.equal(a.response_ids, b.response_ids) and torch.equal(a.logprobs, b.logprobs)
+    assert torch.equal(a.response_ids, b.response_ids) and torch.equal(
+        a.logprobs, b.logprobs
+    )
     assert a.texts == b.texts
     assert not torch.equal(a.response_ids[:, :4], c.response_ids[:, :4])
 

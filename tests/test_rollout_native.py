@@ -57,7 +57,13 @@ def run(engine, model, prompts, seed=0, **kw):
 @pytest.mark.parametrize("fused", ["auto", False])
 def test_greedy_matches_hf(tok, prompts, family, fused):
     model = tiny_causal_lm(family, seed=2, init_std=0.1)
-    ours = run(NativeEngine(tok, fused=fused), model, prompts, temperature=0.0, max_new_tokens=24)
+    ours = run(
+        NativeEngine(tok, fused=fused),
+        model,
+        prompts,
+        temperature=0.0,
+        max_new_tokens=24,
+    )
     ref = run(HFEngine(tok), model, prompts, temperature=0.0, max_new_tokens=24)
     assert torch.equal(ours.response_ids, ref.response_ids)
     assert torch.equal(ours.response_mask, ref.response_mask)
@@ -68,16 +74,18 @@ def test_greedy_matches_hf(tok, prompts, family, fused):
 @pytest.mark.parametrize(
     "kw",
     [
-        dict(temperature=1.0),
-        dict(temperature=0.7, top_p=0.9, top_k=20),
-        dict(temperature=1.0, micro_batch_size=4),
-        dict(temperature=1.0, fused=False),
+        {"temperature": 1.0},
+        {"temperature": 0.7, "top_p": 0.9, "top_k": 20},
+        {"temperature": 1.0, "micro_batch_size": 4},
+        {"temperature": 1.0, "fused": False},
     ],
 )
 def test_logprobs_match_learner_with_early_eos(tok, eos_model, prompts, kw):
     opts = {k: kw.pop(k) for k in ("micro_batch_size", "fused") if k in kw}
     # compact_ratio ~0: rows are dropped from the cache at every finish.
-    batch = run(NativeEngine(tok, compact_ratio=1e-6, **opts), eos_model, prompts, n=3, **kw)
+    batch = run(
+        NativeEngine(tok, compact_ratio=1e-6, **opts), eos_model, prompts, n=3, **kw
+    )
     lengths = batch.response_mask.sum(1)
     assert (lengths < 16).any() and lengths.min() < lengths.max(), lengths
     for r in range(batch.size):
@@ -86,7 +94,9 @@ def test_logprobs_match_learner_with_early_eos(tok, eos_model, prompts, kw):
         assert row[-1] == tok.eos_token_id or lengths[r] == 16
         assert (batch.response_ids[r, lengths[r] :] == tok.pad_token_id).all()
     with torch.no_grad():
-        lp, _ = sequence_logprobs(eos_model, *batch.full(), batch.response_ids.shape[1], kw["temperature"])
+        lp, _ = sequence_logprobs(
+            eos_model, *batch.full(), batch.response_ids.shape[1], kw["temperature"]
+        )
     mask = batch.response_mask.bool()
     assert (lp - batch.logprobs)[mask].abs().max().item() <= 1e-4
     assert (batch.logprobs[~mask] == 0).all()
@@ -101,7 +111,9 @@ def first_token_samples(tok, model, prompt, n, **kw):
 
 def test_first_token_distribution_matches_softmax(tok, peaked, prompts):
     n, temperature = 4000, 0.8
-    batch, logits = first_token_samples(tok, peaked, prompts[1], n, temperature=temperature)
+    batch, logits = first_token_samples(
+        tok, peaked, prompts[1], n, temperature=temperature
+    )
     probs = (logits / temperature).softmax(-1).double()
     counts = torch.bincount(batch.response_ids[:, 0], minlength=probs.numel()).double()
     expected = probs * n
@@ -118,14 +130,20 @@ def test_first_token_distribution_matches_softmax(tok, peaked, prompts):
 
 def test_top_k_top_p_restrict_support(tok, peaked, prompts):
     temperature = 1.0
-    batch, logits = first_token_samples(tok, peaked, prompts[0], 1500, temperature=temperature, top_k=5)
+    batch, logits = first_token_samples(
+        tok, peaked, prompts[0], 1500, temperature=temperature, top_k=5
+    )
     seen = set(batch.response_ids[:, 0].tolist())
     assert seen <= set(logits.topk(5).indices.tolist()) and len(seen) > 1
     # Log-probs stay those of the untruncated policy.
     full = (logits / temperature).log_softmax(-1)
-    assert torch.allclose(batch.logprobs[:, 0], full[batch.response_ids[:, 0]], atol=1e-5)
+    assert torch.allclose(
+        batch.logprobs[:, 0], full[batch.response_ids[:, 0]], atol=1e-5
+    )
 
-    batch, logits = first_token_samples(tok, peaked, prompts[0], 1500, temperature=temperature, top_p=0.6)
+    batch, logits = first_token_samples(
+        tok, peaked, prompts[0], 1500, temperature=temperature, top_p=0.6
+    )
     probs, order = logits.softmax(-1).sort(descending=True)
     nucleus = set(order[: int(((probs.cumsum(0) - probs) < 0.6).sum())].tolist())
     seen = set(batch.response_ids[:, 0].tolist())
@@ -156,10 +174,18 @@ def test_stop_strings(tok, prompts):
 def test_micro_batching_matches_one_batch_greedy(tok, peaked, prompts):
     whole = run(NativeEngine(tok), peaked, prompts, n=2, temperature=0.0)
     for micro in (3, 1):  # 3: whole prompt groups per chunk; 1: fewer rows than samples
-        part = run(NativeEngine(tok, micro_batch_size=micro), peaked, prompts, n=2, temperature=0.0)
+        part = run(
+            NativeEngine(tok, micro_batch_size=micro),
+            peaked,
+            prompts,
+            n=2,
+            temperature=0.0,
+        )
         assert torch.equal(part.response_ids, whole.response_ids)
         assert (part.logprobs - whole.logprobs).abs().max().item() <= 1e-5
-    budget = run(NativeEngine(tok, token_budget=60), peaked, prompts, n=2, temperature=0.0)
+    budget = run(
+        NativeEngine(tok, token_budget=60), peaked, prompts, n=2, temperature=0.0
+    )
     assert torch.equal(budget.response_ids, whole.response_ids)
 
 
@@ -170,11 +196,17 @@ def test_determinism_and_shapes(tok, eos_model, prompts):
     assert torch.equal(torch.get_rng_state(), state)
     b = run(engine, eos_model, prompts, seed=5, n=3)
     c = run(engine, eos_model, prompts, seed=6, n=3)
-    assert torch.equal(a.response_ids, b.response_ids) and torch.equal(a.logprobs, b.logprobs)
+    assert torch.equal(a.response_ids, b.response_ids) and torch.equal(
+        a.logprobs, b.logprobs
+    )
     assert not torch.equal(a.response_ids, c.response_ids)
-    assert a.size == 3 * len(prompts) and a.group.tolist() == [i // 3 for i in range(a.size)]
+    assert a.size == 3 * len(prompts) and a.group.tolist() == [
+        i // 3 for i in range(a.size)
+    ]
     for i, p in enumerate(prompts):
-        assert a.prompt_ids[3 * i, -len(p) :].tolist() == p and a.prompt_mask[3 * i].sum() == len(p)
+        assert a.prompt_ids[3 * i, -len(p) :].tolist() == p and a.prompt_mask[
+            3 * i
+        ].sum() == len(p)
     assert a.response_ids.shape == a.logprobs.shape == a.response_mask.shape
     assert a.response_ids.shape[1] == a.response_mask.sum(1).max()
 
@@ -183,7 +215,9 @@ def test_ignore_eos_and_generic_architecture(tok, prompts):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=103, n_embd=64, n_layer=2, n_head=2, eos_token_id=1)).eval()
+    gpt2 = GPT2LMHeadModel(
+        GPT2Config(vocab_size=103, n_embd=64, n_layer=2, n_head=2, eos_token_id=1)
+    ).eval()
     with pytest.raises(ValueError, match="fused decoder unavailable"):
         run(NativeEngine(tok, fused=True), gpt2, prompts)
     batch = run(NativeEngine(tok), gpt2, prompts, ignore_eos=True, n=3)
@@ -204,7 +238,9 @@ def test_cpu_workers(tok, peaked, eos_model):
     # Sampling with concurrent chunks: seeds are drawn before the threads start.
     a = run(NativeEngine(tok, workers=2), eos_model, prompts, n=2, seed=4)
     b = run(NativeEngine(tok, workers=2), eos_model, prompts, n=2, seed=4)
-    assert torch.equal(a.response_ids, b.response_ids) and torch.equal(a.logprobs, b.logprobs)
+    assert torch.equal(a.response_ids, b.response_ids) and torch.equal(
+        a.logprobs, b.logprobs
+    )
     with torch.no_grad():
         lp, _ = sequence_logprobs(eos_model, *a.full(), a.response_ids.shape[1], 1.0)
     assert (lp - a.logprobs)[a.response_mask.bool()].abs().max().item() <= 1e-4

@@ -46,9 +46,6 @@ class PromptCritic:
         n = float(rollout.size)
         return Normalizer(n, n, 1.0)
 
-    def mask(self, rollout: RolloutBatch) -> torch.Tensor:
-        return torch.ones(rollout.size)
-
 
 class TokenCritic:
     """V(prefix) for every response position: ``[B, T]`` values."""
@@ -75,8 +72,6 @@ class TokenCritic:
     def normalizer(self, rollout: RolloutBatch) -> Normalizer:
         return Normalizer.of(rollout.response_mask)
 
-    def mask(self, rollout: RolloutBatch) -> torch.Tensor:
-        return rollout.response_mask
 
 
 CRITICS: dict[str, Optional[Any]] = {"none": None, "prompt": PromptCritic(), "token": TokenCritic()}

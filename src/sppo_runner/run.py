@@ -68,7 +68,7 @@ def collect(s: Session) -> Collected:
 
 def rollout_metrics(c: Collected, scored: ScoredBatch, n_per_prompt: int, max_new_tokens: int) -> dict[str, float]:
     """Reward, verifier-status, length and critic diagnostics of one step."""
-    mask = c.rollout.response_mask.float()
+    mask = scored.rollout.response_mask.float()  # on the learner's device, like every scored field
     lengths = mask.sum(-1)
     m = {
         "reward/mean": c.rewards.mean().item(),

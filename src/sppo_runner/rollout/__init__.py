@@ -31,8 +31,18 @@ def make_engine(backend: str, tokenizer, **options) -> RolloutEngine:
     try:
         cls = BACKENDS[backend]
     except KeyError:
-        raise ValueError(f"unknown rollout backend {backend!r}; choose one of {sorted(BACKENDS)}") from None
+        raise ValueError(
+            f"unknown rollout backend {backend!r}; choose one of {sorted(BACKENDS)}"
+        ) from None
     return cls(tokenizer, **options)
 
 
-__all__ = ["BACKENDS", "DEFAULT_BACKEND", "HFEngine", "NativeEngine", "RolloutEngine", "SamplingParams", "make_engine"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_BACKEND",
+    "HFEngine",
+    "NativeEngine",
+    "RolloutEngine",
+    "SamplingParams",
+    "make_engine",
+]

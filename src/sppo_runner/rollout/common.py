@@ -7,7 +7,9 @@ import torch
 from sppo_runner.batch import RolloutBatch
 
 
-def left_pad(prompts: list[list[int]], n: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(
+    prompts: list[list[int]], n: int, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pads prompts and repeats each one ``n`` times (copies adjacent).
 
     Args:
@@ -43,7 +45,11 @@ def eos_lengths(tokens: torch.Tensor, eos_ids: list[int]) -> torch.Tensor:
     if not eos_ids or width == 0:
         return torch.full((tokens.shape[0],), width, dtype=torch.long)
     is_eos = torch.isin(tokens, torch.tensor(eos_ids, device=tokens.device))
-    first = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, torch.full_like(is_eos[:, 0], width, dtype=torch.long))
+    first = torch.where(
+        is_eos.any(1),
+        is_eos.int().argmax(1) + 1,
+        torch.full_like(is_eos[:, 0], width, dtype=torch.long),
+    )
     return first.long()
 
 

@@ -7,13 +7,11 @@ Two implementations of one small interface (``prefill``, ``step``, ``keep``):
   q/k/v and gate/up projections. It skips the per-call work transformers does
   for generality (mask building, cache objects, kwargs plumbing) and the
   per-step cache concatenation, which dominate the cost of small models.
-* :class:`HFDecoder` calls the model's own forward with a transformers cache;
-  it serves every other architecture.
+* :class:`~sppo_runner.rollout.hf_decoder.HFDecoder` calls the model's own
+  forward with a transformers cache; it serves every other architecture.
 """
 
 from __future__ import annotations
-
-import inspect
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +21,11 @@ _STATIC_ROPE = ("default", "linear", "llama3", "yarn")
 
 
 def _rope_type(config) -> str:
-    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    params = (
+        getattr(config, "rope_parameters", None)
+        or getattr(config, "rope_scaling", None)
+        or {}
+    )
     return params.get("rope_type", params.get("type", "default")) or "default"
 
 
@@ -67,7 +69,9 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
     return weight * h.to(x.dtype)
 
 
-def _linear_add(x: torch.Tensor, a: torch.Tensor, w_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _linear_add(
+    x: torch.Tensor, a: torch.Tensor, w_t: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
     """``x + a @ w_t (+ bias)``; in float32 the residual add rides on the matmul."""
     if bias is None and x.dtype == torch.float32:
         return torch.addmm(x, a, w_t)
@@ -81,14 +85,22 @@ class _Layer:
         attn, mlp = layer.self_attn, layer.mlp
         parts = [attn.q_proj, attn.k_proj, attn.v_proj]
         self.wqkv = torch.cat([p.weight for p in parts])
-        self.bqkv = torch.cat([p.bias for p in parts]) if attn.q_proj.bias is not None else None
+        self.bqkv = (
+            torch.cat([p.bias for p in parts]) if attn.q_proj.bias is not None else None
+        )
         self.wo_t, self.bo = attn.o_proj.weight.t(), attn.o_proj.bias
         self.wgu = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])
         gb = mlp.gate_proj.bias
         self.bgu = torch.cat([gb, mlp.up_proj.bias]) if gb is not None else None
         self.wd_t, self.bd = mlp.down_proj.weight.t(), mlp.down_proj.bias
-        self.ln1, self.eps1 = layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon
-        self.ln2, self.eps2 = layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon
+        self.ln1, self.eps1 = (
+            layer.input_layernorm.weight,
+            layer.input_layernorm.variance_epsilon,
+        )
+        self.ln2, self.eps2 = (
+            layer.post_attention_layernorm.weight,
+            layer.post_attention_layernorm.variance_epsilon,
+        )
 
 
 class FusedWeights:
@@ -106,7 +118,10 @@ class FusedWeights:
         self.layers = [_Layer(layer) for layer in base.layers]
         self.embed = base.embed_tokens.weight
         self.norm, self.norm_eps = base.norm.weight, base.norm.variance_epsilon
-        self.head_w, self.head_b = model.lm_head.weight, getattr(model.lm_head, "bias", None)
+        self.head_w, self.head_b = (
+            model.lm_head.weight,
+            getattr(model.lm_head, "bias", None),
+        )
         self.rotary = base.rotary_emb
 
 
@@ -133,9 +148,19 @@ class FusedDecoder:
 
     def __init__(self, model: torch.nn.Module | FusedWeights, block: int = 32) -> None:
         w = model if isinstance(model, FusedWeights) else FusedWeights(model)
-        self.heads, self.kv_heads, self.head_dim, self.scale = w.heads, w.kv_heads, w.head_dim, w.scale
+        self.heads, self.kv_heads, self.head_dim, self.scale = (
+            w.heads,
+            w.kv_heads,
+            w.head_dim,
+            w.scale,
+        )
         self.layers, self.embed, self.rotary = w.layers, w.embed, w.rotary
-        self.norm, self.norm_eps, self.head_w, self.head_b = w.norm, w.norm_eps, w.head_w, w.head_b
+        self.norm, self.norm_eps, self.head_w, self.head_b = (
+            w.norm,
+            w.norm_eps,
+            w.head_w,
+            w.head_b,
+        )
         self.block = block
         self.dtype, self.device = self.embed.dtype, self.embed.device
         self.ks: list[torch.Tensor] = []  # per layer [b, kv_heads, cap, d]
@@ -144,19 +169,25 @@ class FusedDecoder:
 
     def _rope_tables(self, total: int) -> None:
         """cos and a signed sin, ``[total, d]``: rope(x) = x*cos + roll(x, d/2)*sin_signed."""
-        cos, sin = self.rotary(self.embed[:1], torch.arange(total, device=self.device)[None])
+        cos, sin = self.rotary(
+            self.embed[:1], torch.arange(total, device=self.device)[None]
+        )
         half = self.head_dim // 2
         self.cos = cos[0]
         # roll(x) is cat(x2, x1); transformers' rotate_half is cat(-x2, x1): the sign moves to sin.
         self.sin = torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1)
 
-    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def _rope(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> torch.Tensor:
         rolled = torch.roll(x, self.head_dim // 2, dims=-1)
         if x.dtype == torch.float32:
             return torch.addcmul(x * cos, rolled, sin)
         return x * cos + rolled * sin  # transformers' roundings in low precision
 
-    def _qkv(self, layer: _Layer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    def _qkv(
+        self, layer: _Layer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ):
         """Projects and rotates ``h [N, hidden]``; returns q ``[N, H, d]``, k and v ``[N, kvH, d]``."""
         nh, nkv, d = self.heads, self.kv_heads, self.head_dim
         qkv = F.linear(h, layer.wqkv, layer.bqkv)
@@ -170,9 +201,13 @@ class FusedDecoder:
         return _linear_add(x, F.silu(gu[:, :half]) * gu[:, half:], layer.wd_t, layer.bd)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(_rms_norm(x, self.norm, self.norm_eps), self.head_w, self.head_b).float()
+        return F.linear(
+            _rms_norm(x, self.norm, self.norm_eps), self.head_w, self.head_b
+        ).float()
 
-    def prefill(self, ids: torch.Tensor, mask: torch.Tensor, max_new: int, repeat: int = 1) -> torch.Tensor:
+    def prefill(
+        self, ids: torch.Tensor, mask: torch.Tensor, max_new: int, repeat: int = 1
+    ) -> torch.Tensor:
         """Runs the prompts and allocates the cache for ``max_new`` more tokens.
 
         Args:
@@ -186,13 +221,22 @@ class FusedDecoder:
             ``[b * repeat, V]`` float32 logits of the last prompt position.
         """
         b, width = ids.shape
-        self.total, self.col = width + max_new, width  # col: cache column of the next token
+        self.total, self.col = (
+            width + max_new,
+            width,
+        )  # col: cache column of the next token
         self._rope_tables(self.total)
         cap = min(self.total, width + self.block)
         shape = (b, self.kv_heads, cap, self.head_dim)
         # Zeros, not empty: masked columns still enter the matmuls and must be finite.
-        self.ks = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
-        self.vs = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        self.ks = [
+            torch.zeros(shape, dtype=self.dtype, device=self.device)
+            for _ in self.layers
+        ]
+        self.vs = [
+            torch.zeros(shape, dtype=self.dtype, device=self.device)
+            for _ in self.layers
+        ]
         real = mask.bool()
         x = self._prefill_packed(ids, real)
         # Left padding: every row's last real token is its last column.
@@ -200,7 +244,12 @@ class FusedDecoder:
         logits = self._logits(x[last])
         # Additive key mask (padding and unwritten columns), one copy per kv head
         # so that it views as [b * kv_heads, 1, cap].
-        self.mask = torch.full((b, self.kv_heads, 1, cap), float("-inf"), dtype=self.dtype, device=self.device)
+        self.mask = torch.full(
+            (b, self.kv_heads, 1, cap),
+            float("-inf"),
+            dtype=self.dtype,
+            device=self.device,
+        )
         self.mask[:, :, :, :width].masked_fill_(real[:, None, None], 0.0)
         self.pos = real.sum(1)  # position of the next token, [b]
         if repeat > 1:
@@ -221,17 +270,26 @@ class FusedDecoder:
         allowed = ((causal & real[:, None, :]) | eye)[:, None]  # [b, 1, P, P]
         x = F.embedding(ids.flatten()[flat], self.embed)
         # Pad slots stay zero across layers; only the real rows are overwritten.
-        buffer = torch.zeros(b * width, nh + 2 * nkv, d, dtype=self.dtype, device=self.device)
+        buffer = torch.zeros(
+            b * width, nh + 2 * nkv, d, dtype=self.dtype, device=self.device
+        )
         for layer, kc, vc in zip(self.layers, self.ks, self.vs):
             q, k, v = self._qkv(layer, _rms_norm(x, layer.ln1, layer.eps1), cos, sin)
             buffer.index_copy_(0, flat, torch.cat([q, k, v], dim=1))
-            padded = buffer.view(b, width, nh + 2 * nkv, d).transpose(1, 2)  # [b, heads, P, d]
+            padded = buffer.view(b, width, nh + 2 * nkv, d).transpose(
+                1, 2
+            )  # [b, heads, P, d]
             qp, kp, vp = padded[:, :nh], padded[:, nh : nh + nkv], padded[:, nh + nkv :]
             kc[:, :, :width] = kp
             vc[:, :, :width] = vp
             group = nh // nkv
-            kk, vv = kp.repeat_interleave(group, dim=1), vp.repeat_interleave(group, dim=1)
-            a = F.scaled_dot_product_attention(qp, kk, vv, attn_mask=allowed, scale=self.scale)
+            kk, vv = (
+                kp.repeat_interleave(group, dim=1),
+                vp.repeat_interleave(group, dim=1),
+            )
+            a = F.scaled_dot_product_attention(
+                qp, kk, vv, attn_mask=allowed, scale=self.scale
+            )
             a = a.transpose(1, 2).reshape(b * width, nh * d)[flat]
             x = _linear_add(x, a, layer.wo_t, layer.bo)
             if self.cpu_fp32:
@@ -253,7 +311,10 @@ class FusedDecoder:
         if self.col == self.mask.shape[-1]:
             self._grow()
         b, col, cap = tokens.shape[0], self.col, self.mask.shape[-1]
-        cos, sin = self.cos[self.pos].unsqueeze(1), self.sin[self.pos].unsqueeze(1)  # [b, 1, d]
+        cos, sin = (
+            self.cos[self.pos].unsqueeze(1),
+            self.sin[self.pos].unsqueeze(1),
+        )  # [b, 1, d]
         self.mask.select(3, col).fill_(0.0)
         mask = self.mask.view(b * self.kv_heads, 1, cap) if self.cpu_fp32 else self.mask
         x = F.embedding(tokens, self.embed)
@@ -267,7 +328,9 @@ class FusedDecoder:
         self.pos = self.pos + 1
         return self._logits(x)
 
-    def _decode_attention(self, q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, mask: torch.Tensor):
+    def _decode_attention(
+        self, q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, mask: torch.Tensor
+    ):
         """One-token attention over the whole cache; ``q [b, H, d]`` -> ``[b, H * d]``.
 
         The query heads sharing a kv head act as a short query sequence against
@@ -278,7 +341,9 @@ class FusedDecoder:
         if self.cpu_fp32:
             # CPU float32: batched matmuls beat CPU SDPA several times for one query.
             keys = kc.view(b * nkv, cap, d).transpose(1, 2)
-            scores = torch.baddbmm(mask, q.reshape(b * nkv, group, d), keys, alpha=self.scale)
+            scores = torch.baddbmm(
+                mask, q.reshape(b * nkv, group, d), keys, alpha=self.scale
+            )
             a = torch.bmm(scores.softmax(dim=-1), vc.view(b * nkv, cap, d))
         else:
             # Fused kernels keep scores and probabilities in float32 for bf16/fp16.
@@ -300,54 +365,4 @@ class FusedDecoder:
         """Keeps cache and state rows ``rows`` (``[b']`` indices, repeats allowed) in that order."""
         self.ks = [k[rows] for k in self.ks]
         self.vs = [v[rows] for v in self.vs]
-        self.mask, self.pos = self.mask[rows], self.pos[rows]
-
-
-class HFDecoder:
-    """The model's own forward with a transformers cache (any causal LM).
-
-    Args:
-        model: A transformers causal LM.
-    """
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model = model
-        params = inspect.signature(model.forward).parameters
-        self.cache_arg = "cache" if "cache" in params else "past_key_values"
-        self.extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-
-    def _forward(self, **kw) -> torch.Tensor:
-        out = self.model(**kw, use_cache=True, **self.extra)
-        # transformers 5.x names the returned cache ``cache``, 4.x ``past_key_values``.
-        cache = out.get("cache", None)
-        self.cache = cache if cache is not None else out.get("past_key_values", None)
-        return out.logits[:, -1].float()
-
-    def prefill(self, ids: torch.Tensor, mask: torch.Tensor, max_new: int, repeat: int = 1) -> torch.Tensor:
-        """See :meth:`FusedDecoder.prefill`."""
-        b = ids.shape[0]
-        self.mask = torch.cat([mask, mask.new_ones(b, max_new)], 1)
-        self.col = ids.shape[1]
-        self.pos = mask.sum(1, keepdim=True)  # [b, 1]
-        logits = self._forward(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0))
-        if repeat > 1:
-            self.cache.batch_repeat_interleave(repeat)
-            self.mask = self.mask.repeat_interleave(repeat, dim=0)
-            self.pos = self.pos.repeat_interleave(repeat, dim=0)
-            logits = logits.repeat_interleave(repeat, dim=0)
-        return logits
-
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """See :meth:`FusedDecoder.step`."""
-        kw = {self.cache_arg: self.cache}
-        logits = self._forward(
-            input_ids=tokens[:, None], attention_mask=self.mask[:, : self.col + 1], position_ids=self.pos, **kw
-        )
-        self.col += 1
-        self.pos = self.pos + 1
-        return logits
-
-    def keep(self, rows: torch.Tensor) -> None:
-        """See :meth:`FusedDecoder.keep`."""
-        self.cache.batch_select_indices(rows)
         self.mask, self.pos = self.mask[rows], self.pos[rows]

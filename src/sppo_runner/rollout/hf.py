@@ -7,7 +7,14 @@ import torch
 from sppo_runner.batch import RolloutBatch
 from sppo_runner.logprobs import token_logprobs
 from sppo_runner.rollout.base import SamplingParams
-from sppo_runner.rollout.common import assemble, draw_seed, eos_id_list, eos_lengths, left_pad, stop_length
+from sppo_runner.rollout.common import (
+    assemble,
+    draw_seed,
+    eos_id_list,
+    eos_lengths,
+    left_pad,
+    stop_length,
+)
 
 
 class HFEngine:
@@ -58,34 +65,52 @@ class HFEngine:
                     )
                     tok = out.sequences[:, prompt_ids.shape[1] :]
                     # Raw logits, one [b, V] per step: score them as the learner does.
-                    lp = token_logprobs(torch.stack(out.logits, dim=1), tok, params.temperature)
+                    lp = token_logprobs(
+                        torch.stack(out.logits, dim=1), tok, params.temperature
+                    )
                     tokens.append(tok)
                     logprobs.append(lp)
         finally:
             model.train(was_training)
-        tokens, logprobs = _cat_right_padded(tokens, self.pad_id), _cat_right_padded(logprobs, 0.0)
+        tokens, logprobs = (
+            _cat_right_padded(tokens, self.pad_id),
+            _cat_right_padded(logprobs, 0.0),
+        )
         lengths = eos_lengths(tokens, [] if params.ignore_eos else eos_ids)
         lengths = self._apply_stops(tokens, lengths, params.stop)
-        return assemble(self.tokenizer, prompt_ids, prompt_mask, tokens, logprobs, lengths, params.n, self.pad_id)
+        return assemble(
+            self.tokenizer,
+            prompt_ids,
+            prompt_mask,
+            tokens,
+            logprobs,
+            lengths,
+            params.n,
+            self.pad_id,
+        )
 
     def _generate_kwargs(self, params: SamplingParams, eos_ids: list[int]) -> dict:
         """Every sampling option spelled out, so the model's generation config cannot add any."""
-        kwargs = dict(
-            max_new_tokens=params.max_new_tokens,
-            do_sample=not params.greedy,
-            eos_token_id=eos_ids or None,
-            pad_token_id=self.pad_id,
-            output_logits=True,
-            return_dict_in_generate=True,
-        )
+        kwargs = {
+            "max_new_tokens": params.max_new_tokens,
+            "do_sample": not params.greedy,
+            "eos_token_id": eos_ids or None,
+            "pad_token_id": self.pad_id,
+            "output_logits": True,
+            "return_dict_in_generate": True,
+        }
         if not params.greedy:
             # Explicit neutral values: None would be filled from the model's config.
-            kwargs.update(top_k=params.top_k, top_p=params.top_p, temperature=params.temperature)
+            kwargs.update(
+                top_k=params.top_k, top_p=params.top_p, temperature=params.temperature
+            )
         if params.ignore_eos:
             kwargs["min_new_tokens"] = params.max_new_tokens
         return kwargs
 
-    def _apply_stops(self, tokens: torch.Tensor, lengths: torch.Tensor, stops: tuple[str, ...]) -> torch.Tensor:
+    def _apply_stops(
+        self, tokens: torch.Tensor, lengths: torch.Tensor, stops: tuple[str, ...]
+    ) -> torch.Tensor:
         """Cuts each row right after the token that completes a stop string."""
         if not stops:
             return lengths
@@ -100,5 +125,7 @@ class HFEngine:
 def _cat_right_padded(parts: list[torch.Tensor], fill) -> torch.Tensor:
     """Concatenates ``[b_i, T_i]`` chunks along rows, right-padding to the widest."""
     width = max(p.shape[1] for p in parts)
-    padded = [torch.nn.functional.pad(p, (0, width - p.shape[1]), value=fill) for p in parts]
+    padded = [
+        torch.nn.functional.pad(p, (0, width - p.shape[1]), value=fill) for p in parts
+    ]
     return torch.cat(padded)

@@ -11,7 +11,8 @@ import torch
 from sppo_runner.batch import RolloutBatch
 from sppo_runner.rollout.base import SamplingParams
 from sppo_runner.rollout.common import assemble, draw_seed, eos_id_list, left_pad
-from sppo_runner.rollout.decoders import FusedDecoder, FusedWeights, HFDecoder, fused_unsupported
+from sppo_runner.rollout.decoders import FusedDecoder, FusedWeights, fused_unsupported
+from sppo_runner.rollout.hf_decoder import HFDecoder
 from sppo_runner.rollout.sampling import Sampler, StopChecker
 
 # Below this many rows per chunk, splitting a batch across CPU workers stops paying.
@@ -93,7 +94,10 @@ class NativeEngine:
         chunks = self._plan(len(prompts), n, total_len, device, generator)
         ids, mask = unique_ids, unique_mask
         if chunks[0].repeat == 1:
-            ids, mask = ids.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)
+            ids, mask = (
+                ids.repeat_interleave(n, dim=0),
+                mask.repeat_interleave(n, dim=0),
+            )
         eos_ids = eos_id_list(self.tokenizer, model)
         stops = self._stop_checker(params.stop, model, device) if params.stop else None
         was_training = model.training
@@ -105,22 +109,42 @@ class NativeEngine:
             def work(chunk: _Chunk):
                 # inference_mode is thread-local: enter it in the worker.
                 with torch.inference_mode():
-                    args = (ids[chunk.rows].to(device), mask[chunk.rows].to(device), chunk.repeat)
-                    return self._generate_chunk(make_decoder(), *args, params, chunk.generator, eos_ids, stops)
+                    args = (
+                        ids[chunk.rows].to(device),
+                        mask[chunk.rows].to(device),
+                        chunk.repeat,
+                    )
+                    return self._generate_chunk(
+                        make_decoder(), *args, params, chunk.generator, eos_ids, stops
+                    )
 
             outs = self._run(work, chunks, device)
         finally:
             model.train(was_training)
         tokens, logprobs, lengths = (torch.cat([o[i] for o in outs]) for i in range(3))
-        prompt_ids, prompt_mask = unique_ids.repeat_interleave(n, dim=0), unique_mask.repeat_interleave(n, dim=0)
-        return assemble(self.tokenizer, prompt_ids, prompt_mask, tokens, logprobs, lengths, n, self.pad_id)
+        prompt_ids, prompt_mask = (
+            unique_ids.repeat_interleave(n, dim=0),
+            unique_mask.repeat_interleave(n, dim=0),
+        )
+        return assemble(
+            self.tokenizer,
+            prompt_ids,
+            prompt_mask,
+            tokens,
+            logprobs,
+            lengths,
+            n,
+            self.pad_id,
+        )
 
     def _n_workers(self, device: torch.device) -> int:
         if self.workers is not None:
             return max(1, self.workers)
         return torch.get_num_threads() if device.type == "cpu" else 1
 
-    def _plan(self, n_prompts: int, n: int, total_len: int, device, generator) -> list[_Chunk]:
+    def _plan(
+        self, n_prompts: int, n: int, total_len: int, device, generator
+    ) -> list[_Chunk]:
         """Splits the batch into chunks and draws one generator per chunk, in order."""
         n_rows = n_prompts * n
         rows = n_rows
@@ -137,7 +161,11 @@ class NativeEngine:
         n_units = n_prompts if repeat > 1 else n_rows
         # Seeds are drawn up front, so results never depend on thread timing.
         return [
-            _Chunk(slice(s, s + step), repeat, torch.Generator(device=device).manual_seed(draw_seed(generator)))
+            _Chunk(
+                slice(s, s + step),
+                repeat,
+                torch.Generator(device=device).manual_seed(draw_seed(generator)),
+            )
             for s in range(0, n_units, step)
         ]
 
@@ -164,11 +192,15 @@ class NativeEngine:
                 raise ValueError(f"fused decoder unavailable: {reason}")
         return lambda: HFDecoder(model)
 
-    def _stop_checker(self, stops: tuple[str, ...], model: torch.nn.Module, device: torch.device) -> StopChecker:
+    def _stop_checker(
+        self, stops: tuple[str, ...], model: torch.nn.Module, device: torch.device
+    ) -> StopChecker:
         vocab = model.get_output_embeddings().weight.shape[0]
         key = (tuple(stops), vocab, str(device))
         if key not in self._stop_cache:
-            self._stop_cache[key] = StopChecker(self.tokenizer, tuple(stops), vocab, device)
+            self._stop_cache[key] = StopChecker(
+                self.tokenizer, tuple(stops), vocab, device
+            )
         return self._stop_cache[key]
 
     def _generate_chunk(
@@ -206,7 +238,9 @@ class NativeEngine:
         device, vocab = logits.device, logits.shape[-1]
         eos_ids = [e for e in eos_ids if e < vocab]
         sampler = Sampler(params, gen, eos_ids if params.ignore_eos else [])
-        state = _RowState(b, max_new, self.pad_id, device, [] if params.ignore_eos else eos_ids, vocab)
+        state = _RowState(
+            b, max_new, self.pad_id, device, [] if params.ignore_eos else eos_ids, vocab
+        )
         for t in range(max_new):
             tok, lp = sampler(logits)
             keep = state.record(t, tok, lp, stops, self.compact_ratio)
@@ -232,19 +266,25 @@ class _RowState:
         vocab: Logit width.
     """
 
-    def __init__(self, b: int, max_new: int, pad_id: int, device, eos_ids: list[int], vocab: int) -> None:
+    def __init__(
+        self, b: int, max_new: int, pad_id: int, device, eos_ids: list[int], vocab: int
+    ) -> None:
         # Time-major: each step writes one contiguous row.
         self.tokens = torch.full((max_new, b), pad_id, dtype=torch.long, device=device)
         self.logprobs = torch.zeros((max_new, b), dtype=torch.float32, device=device)
         self.lengths = torch.full((b,), max_new, dtype=torch.long)
-        self.row_ids = torch.arange(b, device=device)  # original row of each running row
+        self.row_ids = torch.arange(
+            b, device=device
+        )  # original row of each running row
         self.alive = torch.ones(b, dtype=torch.bool, device=device)
         self.n_alive = b
         self.ends = torch.zeros(vocab, dtype=torch.bool, device=device)
         self.ends[eos_ids] = True
         self.can_end = bool(eos_ids)
 
-    def record(self, t: int, tok, lp, stops: StopChecker | None, compact_ratio: float) -> torch.Tensor | None:
+    def record(
+        self, t: int, tok, lp, stops: StopChecker | None, compact_ratio: float
+    ) -> torch.Tensor | None:
         """Stores step ``t`` and retires finished rows.
 
         Returns:
@@ -264,7 +304,9 @@ class _RowState:
         self.alive &= ~newly
         self.n_alive = int(self.alive.sum())
         finished = self.alive.numel() - self.n_alive
-        if self.n_alive == 0 or finished < math.ceil(compact_ratio * self.alive.numel()):
+        if self.n_alive == 0 or finished < math.ceil(
+            compact_ratio * self.alive.numel()
+        ):
             return None
         keep = self.alive.nonzero().squeeze(1)
         self.row_ids, self.alive = self.row_ids[keep], self.alive[keep]
@@ -277,5 +319,7 @@ class _RowState:
             return newly
         hit_rows = stops.hits(self.tokens, self.row_ids[cand].tolist(), t)
         if hit_rows:
-            newly = newly | torch.isin(self.row_ids, torch.tensor(hit_rows, device=self.row_ids.device))
+            newly = newly | torch.isin(
+                self.row_ids, torch.tensor(hit_rows, device=self.row_ids.device)
+            )
         return newly

@@ -53,7 +53,9 @@ def sample_inverse_cdf(probs: torch.Tensor, generator: torch.Generator) -> torch
         ``[b]`` int64 token ids.
     """
     cdf = probs.cumsum(dim=-1)
-    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype)
+    u = torch.rand(
+        probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype
+    )
     idx = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1)
     return idx.clamp_(max=probs.shape[-1] - 1)
 
@@ -68,11 +70,12 @@ class Sampler:
             still counts in the normalizer, as in the learner.
     """
 
-    def __init__(self, params: SamplingParams, generator: torch.Generator, blocked: list[int]) -> None:
+    def __init__(
+        self, params: SamplingParams, generator: torch.Generator, blocked: list[int]
+    ) -> None:
         self.params = params
         self.generator = generator
         self.blocked = blocked
-        self.temperature = params.temperature
 
     def __call__(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples one token per row.
@@ -112,7 +115,9 @@ class StopChecker:
         device: Where the candidate table lives.
     """
 
-    def __init__(self, tokenizer, stops: tuple[str, ...], vocab_size: int, device: torch.device) -> None:
+    def __init__(
+        self, tokenizer, stops: tuple[str, ...], vocab_size: int, device: torch.device
+    ) -> None:
         self.tokenizer = tokenizer
         self.stops = tuple(s for s in stops if s)
         longest = max((len(s) for s in self.stops), default=0)
@@ -129,7 +134,9 @@ class StopChecker:
             # Tokenizers drop or merge whitespace when a token is decoded alone.
             return table.fill_(True)
         n = min(vocab_size, len(self.tokenizer))
-        pieces = self.tokenizer.batch_decode([[i] for i in range(n)], skip_special_tokens=False)
+        pieces = self.tokenizer.batch_decode(
+            [[i] for i in range(n)], skip_special_tokens=False
+        )
         for i, piece in enumerate(pieces):
             if not piece or "\ufffd" in piece or any(c in piece for c in last):
                 table[i] = True
