@@ -114,6 +114,10 @@ def _restore(s: Session, ckpt: Path, state: dict[str, Any]) -> None:
 def build_session(cfg: Any, run_dir: Path) -> Session:
     """Loads models and data and, when ``cfg.resume`` is set, restores the latest checkpoint."""
     rank, world = dist_info()
+    from transformers.utils import logging as hf_logging
+
+    # Per-file load/save bars of transformers would bury the run's own progress bar.
+    hf_logging.disable_progress_bar()
     ckpt = checkpoint.latest(run_dir) if cfg.resume else None
     if cfg.resume and ckpt is None:
         raise FileNotFoundError(f"resume={cfg.resume}: no checkpoint under {run_dir}/checkpoints")
