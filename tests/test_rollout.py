@@ -8,21 +8,9 @@ import torch
 from sppo_runner.logprobs import sequence_logprobs
 from sppo_runner.rollout import BACKENDS, SamplingParams, make_engine
 from sppo_runner.rollout.hf import HFEngine
-from sppo_runner.rollout.tiny import tiny_causal_lm, tiny_tokenizer
+from sppo_runner.rollout.tiny import tiny_causal_lm, tiny_tokenizer, with_eos_bias
 
 MAX_NEW = 16
-
-
-def with_eos_bias(model: torch.nn.Module, eos_id: int, bias: float) -> torch.nn.Module:
-    """Gives the LM head a bias on EOS so some sampled responses end early."""
-    old = model.lm_head
-    head = torch.nn.Linear(old.in_features, old.out_features, bias=True)
-    with torch.no_grad():
-        head.weight.copy_(old.weight)
-        head.bias.zero_()
-        head.bias[eos_id] = bias
-    model.lm_head = head
-    return model
 
 
 @pytest.fixture(scope="module")

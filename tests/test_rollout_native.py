@@ -10,21 +10,9 @@ from sppo_runner.rollout import SamplingParams, make_engine
 from sppo_runner.rollout.common import stop_length
 from sppo_runner.rollout.hf import HFEngine
 from sppo_runner.rollout.native import NativeEngine
-from sppo_runner.rollout.tiny import tiny_causal_lm, tiny_tokenizer
+from sppo_runner.rollout.tiny import tiny_causal_lm, tiny_tokenizer, with_eos_bias
 
 TEXTS = ["1+1=", "What is 12*3? ", "x", "Solve: 7-2 =", "Ann has 5 apples."]
-
-
-def with_eos_bias(model: torch.nn.Module, eos_id: int, bias: float) -> torch.nn.Module:
-    """Gives the LM head a bias on EOS so some sampled responses end early."""
-    old = model.lm_head
-    head = torch.nn.Linear(old.in_features, old.out_features, bias=True)
-    with torch.no_grad():
-        head.weight.copy_(old.weight)
-        head.bias.zero_()
-        head.bias[eos_id] = bias
-    model.lm_head = head
-    return model
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from sppo_runner.algorithms.advantages import AdvantageInputs, token_rewards_fro
 from sppo_runner.algorithms.losses import Normalizer, aggregate, clipped_policy_loss, kl_penalty, masked_mean
 from sppo_runner.batch import RolloutBatch, ScoredBatch, index_rollout
 from sppo_runner.critics import CRITICS
-from sppo_runner.logprobs import sequence_logprobs
+from sppo_runner.logprobs import grouped_sequence_logprobs, sequence_logprobs
 
 
 def autocast_context(device: torch.device, mixed_precision: Any) -> Any:
@@ -159,7 +159,7 @@ class Learner:
         mask = roll.response_mask.float()
         # Entropy is always computed: it is the first sign of a collapsing policy.
         with self.autocast():
-            logp, ent = sequence_logprobs(self.policy, *roll.full(), T, temp, with_entropy=True)
+            logp, ent = self._policy_logprobs(roll, T, temp)
         a = self.algo
         loss, pg = clipped_policy_loss(logp, roll.logprobs, batch.advantages[idx], mask, a.clip_ratio_low,
                                        a.clip_ratio_high, a.dual_clip, a.loss_agg, norm)
@@ -175,6 +175,14 @@ class Learner:
         stats["actor/entropy"].append(masked_mean(ent.detach(), mask).item())
         for k, v in pg.items():
             stats[f"actor/{k}"].append(float(v))
+
+    def _policy_logprobs(self, roll: RolloutBatch, T: int, temp: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs and entropy ``[b, T]``; samples of one prompt share its forward when they can."""
+        shared = len(torch.unique(roll.group)) < roll.size and not getattr(self.policy, "is_gradient_checkpointing", False)
+        if shared:
+            return grouped_sequence_logprobs(self.policy, roll.prompt_ids, roll.prompt_mask, roll.response_ids,
+                                             roll.response_mask, roll.group, temp, with_entropy=True)
+        return sequence_logprobs(self.policy, *roll.full(), T, temp, with_entropy=True)
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 
@@ -61,5 +63,63 @@ def sequence_logprobs(
     logits = out.logits[:, -n_response - 1 : -1]
     targets = input_ids[:, -n_response:]
     lp = token_logprobs(logits, targets, temperature)
+    ent = entropy_from_logits(logits, temperature) if with_entropy else None
+    return lp, ent
+
+
+def _cache_of(out: object) -> object:
+    """The KV cache a forward returned (transformers 5 calls it ``cache``, 4.x ``past_key_values``)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
+def grouped_sequence_logprobs(
+    model: torch.nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    group: torch.Tensor,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`sequence_logprobs` that runs each distinct prompt through the model once.
+
+    The N samples of a prompt (GRPO, RLOO) share its forward pass: the prompt's KV cache
+    is computed once per group, gathered to every sample of the group, and the responses
+    run on top of it. Gradients flow through the shared prompt pass, so losses and
+    gradients equal the per-row computation up to float rounding, for about
+    ``(P + N*T) / (N*(P+T))`` of its token work.
+
+    Args:
+        model: A transformers causal LM whose forward accepts a KV cache.
+        prompt_ids: ``[B, P]`` left-padded prompts (identical rows within a group).
+        prompt_mask: ``[B, P]``.
+        response_ids: ``[B, T]`` right-padded responses.
+        response_mask: ``[B, T]``.
+        group: ``[B]`` prompt index of each row.
+        temperature: The sampling temperature.
+        with_entropy: Also return the per-token entropy.
+
+    Returns:
+        ``logprobs [B, T]`` and ``entropy [B, T]`` (or None).
+    """
+    _, inverse = torch.unique(group, return_inverse=True)
+    first = torch.zeros(int(inverse.max()) + 1, dtype=torch.long, device=group.device)
+    first.scatter_(0, inverse, torch.arange(len(group), device=group.device))
+    p_ids, p_mask = prompt_ids[first], prompt_mask[first]
+    out = model(input_ids=p_ids, attention_mask=p_mask, position_ids=(p_mask.cumsum(1) - 1).clamp(min=0),
+                use_cache=True, logits_to_keep=1)
+    cache = _cache_of(out)
+    cache.batch_select_indices(inverse)
+    T = response_ids.shape[1]
+    # Response positions continue after each row's real prompt tokens, as in sequence_logprobs.
+    pos = prompt_mask.sum(1, keepdim=True) + torch.arange(T, device=response_ids.device)
+    mask = torch.cat([prompt_mask, response_mask], dim=1)
+    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    out2 = model(input_ids=response_ids, attention_mask=mask, position_ids=pos, use_cache=True, **{cache_arg: cache})
+    # The first response token is predicted by the prompt's last position.
+    logits = torch.cat([out.logits[:, -1:][inverse], out2.logits[:, :-1]], dim=1)
+    lp = token_logprobs(logits, response_ids, temperature)
     ent = entropy_from_logits(logits, temperature) if with_entropy else None
     return lp, ent

@@ -93,3 +93,15 @@ def tiny_causal_lm(
         torch.manual_seed(seed)
         model = model_cls(config)
     return model.float().eval()
+
+
+def with_eos_bias(model: torch.nn.Module, eos_id: int, bias: float) -> torch.nn.Module:
+    """Gives the LM head a bias on EOS so some sampled responses end early (tests, benches)."""
+    old = model.lm_head
+    head = torch.nn.Linear(old.in_features, old.out_features, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(old.weight)
+        head.bias.zero_()
+        head.bias[eos_id] = bias
+    model.lm_head = head
+    return model
