@@ -42,8 +42,9 @@ class PromptCritic:
             loss = bce_value_loss(logits, returns, ones, norm)
         return loss, logits
 
-    def normalizer(self, rollout: RolloutBatch) -> Normalizer:
-        n = float(rollout.size)
+    def normalizer(self, response_mask: torch.Tensor) -> Normalizer:
+        """One term per sample: ``response_mask [b, T]`` only gives the count."""
+        n = float(response_mask.shape[0])
         return Normalizer(n, n, 1.0)
 
 
@@ -69,8 +70,8 @@ class TokenCritic:
             loss = mse_value_loss(vpred, old_values, returns, mask, cfg.value_clip, norm)
         return loss, vpred
 
-    def normalizer(self, rollout: RolloutBatch) -> Normalizer:
-        return Normalizer.of(rollout.response_mask)
+    def normalizer(self, response_mask: torch.Tensor) -> Normalizer:
+        return Normalizer.of(response_mask)
 
 
 

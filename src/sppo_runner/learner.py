@@ -116,7 +116,7 @@ class Learner:
         micro = self.cfg.critic.micro_batch_size
         for _ in range(self.algo.critic_epochs):
             for mb in self._minibatches(batch.rollout.size):
-                norm = self.critic_kind.normalizer(index_rollout(batch.rollout, mb))
+                norm = self.critic_kind.normalizer(batch.rollout.response_mask[mb])
                 mb_loss = 0.0  # micro-batch shares add up to the mini-batch loss
                 for idx in _chunks(mb, micro):
                     roll = index_rollout(batch.rollout, idx)

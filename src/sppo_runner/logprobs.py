@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import torch
 
@@ -67,10 +68,15 @@ def sequence_logprobs(
     return lp, ent
 
 
-def _cache_of(out: object) -> object:
+def cache_kwarg(model: torch.nn.Module) -> str:
+    """Name of the forward's KV-cache argument: ``cache`` in transformers 5, ``past_key_values`` in 4.x."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def returned_cache(out: Any) -> Any:
     """The KV cache a forward returned (transformers 5 calls it ``cache``, 4.x ``past_key_values``)."""
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
+    cache = out.get("cache", None)
+    return cache if cache is not None else out.get("past_key_values", None)
 
 
 def grouped_sequence_logprobs(
@@ -110,14 +116,14 @@ def grouped_sequence_logprobs(
     p_ids, p_mask = prompt_ids[first], prompt_mask[first]
     out = model(input_ids=p_ids, attention_mask=p_mask, position_ids=(p_mask.cumsum(1) - 1).clamp(min=0),
                 use_cache=True, logits_to_keep=1)
-    cache = _cache_of(out)
+    cache = returned_cache(out)
     cache.batch_select_indices(inverse)
     T = response_ids.shape[1]
     # Response positions continue after each row's real prompt tokens, as in sequence_logprobs.
     pos = prompt_mask.sum(1, keepdim=True) + torch.arange(T, device=response_ids.device)
     mask = torch.cat([prompt_mask, response_mask], dim=1)
-    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    out2 = model(input_ids=response_ids, attention_mask=mask, position_ids=pos, use_cache=True, **{cache_arg: cache})
+    out2 = model(input_ids=response_ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                 **{cache_kwarg(model): cache})
     # The first response token is predicted by the prompt's last position.
     logits = torch.cat([out.logits[:, -1:][inverse], out2.logits[:, :-1]], dim=1)
     lp = token_logprobs(logits, response_ids, temperature)

@@ -37,7 +37,6 @@ class Collected:
     rollout: RolloutBatch
     rewards: torch.Tensor  # [B]
     verdicts: list
-    answers: list[str]  # [B] ground truths
     prompt_idx: list[int]  # [n_prompts] indices into the training set
     baseline: Optional[torch.Tensor] = None  # [B] greedy-rollout rewards (ReMax)
     rollout_s: float = 0.0
@@ -63,7 +62,7 @@ def collect(s: Session) -> Collected:
             g = s.engine.generate(s.policy, prompts, greedy, s.gen)
         g_rewards = torch.tensor([v.reward for v in s.verifier.grade_batch(g.texts, answers)])
         baseline = g_rewards[rollout.group.cpu()]
-    return Collected(rollout, rewards, verdicts, golds, idx, baseline, t1 - t0, time.perf_counter() - t1)
+    return Collected(rollout, rewards, verdicts, idx, baseline, t1 - t0, time.perf_counter() - t1)
 
 
 def rollout_metrics(c: Collected, scored: ScoredBatch, n_per_prompt: int, max_new_tokens: int) -> dict[str, float]:
@@ -151,6 +150,11 @@ def train_step(s: Session) -> dict[str, float]:
     return metrics
 
 
+def _update_wall(s: Session, t_start: float) -> None:
+    """Wall time of the whole run, including the segments before a resume."""
+    s.counters.wall_seconds = s.history.get("wall_before", 0.0) + time.perf_counter() - t_start
+
+
 class _StopFlag:
     """SIGTERM/SIGINT ask the loop to stop at the next step boundary and checkpoint."""
 
@@ -179,7 +183,7 @@ def train(s: Session, stop: _StopFlag, t_start: float) -> str:
         if (by_steps or by_time) and s.counters.budget_reached(t) is None:
             metrics.update(run_eval(s))
             s.tracker.write(f"step {step}: held-out mean@{s.cfg.eval.k} = {metrics['eval/mean@k']:.3f}")
-        s.counters.wall_seconds = s.history.get("wall_before", 0.0) + time.perf_counter() - t_start
+        _update_wall(s, t_start)
         metrics.update(s.counters.as_metrics())
         metrics.update(memory_metrics(s.device))
         s.tracker.log(step, metrics)
@@ -196,7 +200,7 @@ def train(s: Session, stop: _StopFlag, t_start: float) -> str:
 def finish(s: Session, reason: str, t_start: float) -> dict[str, Any]:
     """Final evaluation, models, plot and summary.json; prints the before -> after line."""
     final = run_eval(s)
-    s.counters.wall_seconds = s.history.get("wall_before", 0.0) + time.perf_counter() - t_start
+    _update_wall(s, t_start)
     s.tracker.log(s.counters.step, {**final, **s.counters.as_metrics()})
     s.save_checkpoint()
     if s.rank == 0:

@@ -21,7 +21,7 @@ from sppo_runner import checkpoint
 from sppo_runner.algorithms import ALGORITHMS, AlgorithmSpec
 from sppo_runner.benchmarks import load_benchmarks
 from sppo_runner.checkpoint import Counters
-from sppo_runner.data import load_eval_problems, load_train_problems
+from sppo_runner.data import load_datasets
 from sppo_runner.data.prompts import EncodedProblems, encode
 from sppo_runner.data.sampler import PromptSampler
 from sppo_runner.learner import Learner
@@ -131,8 +131,9 @@ def build_session(cfg: Any, run_dir: Path) -> Session:
     critic = load_critic(cfg.critic, device) if spec.critic != "none" else None
     uses_ref = cfg.algorithm.kl_coef > 0 or cfg.algorithm.kl_in_reward_coef > 0
     ref = load_reference(cfg.model, device) if uses_ref else None
-    train = encode(load_train_problems(cfg.data), tokenizer, cfg.data)
-    heldout = encode(load_eval_problems(cfg.data, cfg.eval.n_problems), tokenizer, cfg.data)
+    train_problems, heldout_problems = load_datasets(cfg.data, cfg.eval.n_problems)
+    train = encode(train_problems, tokenizer, cfg.data)
+    heldout = encode(heldout_problems, tokenizer, cfg.data)
     benchmarks = load_benchmarks(cfg, tokenizer)
     learner = Learner(spec, cfg, policy, critic, ref, seed=cfg.seed)
     sampler = PromptSampler(len(train.problems), cfg.data.prompts_per_step, cfg.seed, rank, world)

@@ -15,8 +15,7 @@ def _synthetic(cfg: Any):
 
 def load_train_problems(cfg: Any) -> list[Problem]:
     """Training problems for DataConfig ``cfg``."""
-    source = cfg.source.value if hasattr(cfg.source, "value") else cfg.source
-    if source == "synthetic":
+    if cfg.source == "synthetic":
         return _synthetic(cfg).train(cfg.train_size)
     from sppo_runner.data.sources import load_problems
 
@@ -25,12 +24,21 @@ def load_train_problems(cfg: Any) -> list[Problem]:
 
 def load_eval_problems(cfg: Any, n: int) -> list[Problem]:
     """Held-out problems used for in-training evaluation (disjoint from training)."""
-    source = cfg.source.value if hasattr(cfg.source, "value") else cfg.source
-    if source == "synthetic":
+    if cfg.source == "synthetic":
         return _synthetic(cfg).heldout(n)
     from sppo_runner.data.sources import load_heldout
 
     return load_heldout(cfg, n)
 
 
-__all__ = ["Problem", "load_train_problems", "load_eval_problems"]
+def load_datasets(cfg: Any, n_heldout: int) -> tuple[list[Problem], list[Problem]]:
+    """Training and held-out problems at once; a file or hub source is read only once."""
+    if cfg.source == "synthetic":
+        task = _synthetic(cfg)
+        return task.train(cfg.train_size), task.heldout(n_heldout)
+    from sppo_runner.data.sources import load_split
+
+    return load_split(cfg, n_heldout)
+
+
+__all__ = ["Problem", "load_datasets", "load_train_problems", "load_eval_problems"]

@@ -254,15 +254,27 @@ def _split_off(problems: list[Problem], size: int) -> tuple[list[Problem], list[
     return train, heldout
 
 
+def _checked_train(problems: list[Problem], cfg: Any) -> list[Problem]:
+    if not problems:
+        raise ValueError(f"no training problems left from {cfg.path or cfg.name} (check data.max_rows/heldout_size)")
+    log.info("training set: %d problems from %s", len(problems), cfg.path or cfg.name)
+    return problems
+
+
 def load_problems(cfg: Any) -> list[Problem]:
     """Training problems of a file or hub source (``cfg``: a DataConfig)."""
     problems = _read_train(cfg)
     if not _has_own_heldout(cfg) and cfg.heldout_size > 0:
         problems, _ = _split_off(problems, cfg.heldout_size)
-    if not problems:
-        raise ValueError(f"no training problems left from {cfg.path or cfg.name} (check data.max_rows/heldout_size)")
-    log.info("training set: %d problems from %s", len(problems), cfg.path or cfg.name)
-    return problems
+    return _checked_train(problems, cfg)
+
+
+def load_split(cfg: Any, n: int) -> tuple[list[Problem], list[Problem]]:
+    """:func:`load_problems` and :func:`load_heldout` together, reading the training source once."""
+    if _has_own_heldout(cfg) or cfg.heldout_size <= 0:
+        return load_problems(cfg), load_heldout(cfg, n)
+    train, heldout = _split_off(_read_train(cfg), cfg.heldout_size)
+    return _checked_train(train, cfg), heldout[:n]
 
 
 def load_heldout(cfg: Any, n: int) -> list[Problem]:

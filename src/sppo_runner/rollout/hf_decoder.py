@@ -6,6 +6,8 @@ import inspect
 
 import torch
 
+from sppo_runner.logprobs import cache_kwarg, returned_cache
+
 
 class HFDecoder:
     """The model's own forward with a transformers cache (any causal LM).
@@ -17,14 +19,12 @@ class HFDecoder:
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
         params = inspect.signature(model.forward).parameters
-        self.cache_arg = "cache" if "cache" in params else "past_key_values"
+        self.cache_arg = cache_kwarg(model)
         self.extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
     def _forward(self, **kw) -> torch.Tensor:
         out = self.model(**kw, use_cache=True, **self.extra)
-        # transformers 5.x names the returned cache ``cache``, 4.x ``past_key_values``.
-        cache = out.get("cache", None)
-        self.cache = cache if cache is not None else out.get("past_key_values", None)
+        self.cache = returned_cache(out)
         return out.logits[:, -1].float()
 
     def prefill(
