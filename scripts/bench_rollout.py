@@ -7,12 +7,13 @@ every row generates exactly ``max_new_tokens`` tokens (asserted), and run under
 the same torch thread count; within each timing round the two alternate, and the
 best round of each counts. On CPU ``generate`` spends the threads on intra-op
 (OpenMP) parallelism, while the native engine splits the batch into that many
-concurrent chunks of one thread each (its default).
+chunks decoded concurrently by worker processes of one thread each (its
+default; ``--parallel threads`` runs them as threads of this process).
 
 The floors are the bare model forward passes (one prefill plus
 ``max_new_tokens - 1`` one-token steps with a KV cache, no sampling): through
 transformers' forward in one stream (``hf_forward``) and through the native
-engine's fused decoder split as the engine splits the batch (``fused_forward``).
+engine's own decoder, chunks and workers (``fused_forward``).
 The gap between ``native`` and ``fused_forward`` is the sampler's own overhead.
 
 On a shared machine the figures swing with the other processes' load (a 1-min
@@ -40,7 +41,6 @@ import random
 import string
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from sppo_runner.rollout import SamplingParams, make_engine
 from sppo_runner.rollout.common import left_pad
-from sppo_runner.rollout.decoders import FusedDecoder, fused_unsupported
+from sppo_runner.rollout.decoders import fused_unsupported
 from sppo_runner.rollout.hf_decoder import HFDecoder
 
 DEMO_BATCH = 64
@@ -130,40 +130,37 @@ def _forward_passes(decoder_cls, model, ids, mask, max_new) -> None:
             decoder.step(token)
 
 
-def time_floor(
-    decoder_cls, model, prompts, pad_id, max_new, device, repeats, workers=1
-) -> float:
-    """Best wall time of the bare forward passes, feeding a fixed token (seconds).
-
-    With ``workers > 1`` the rows are split the way the native engine splits
-    them on CPU (concurrent chunks, one intra-op thread each).
-    """
-    ids, mask = left_pad(prompts, 1, pad_id)
-    parts = list(
-        zip(ids.to(device).tensor_split(workers), mask.to(device).tensor_split(workers))
-    )
+def time_best(fn, device, repeats) -> float:
+    """Best wall time of ``fn()`` over ``repeats`` calls (seconds)."""
     best = float("inf")
     for _ in range(repeats):
         sync(device)
         start = time.perf_counter()
-        if workers == 1:
-            _forward_passes(decoder_cls, model, *parts[0], max_new)
-        else:
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                with ThreadPoolExecutor(workers) as pool:
-                    list(
-                        pool.map(
-                            lambda p: _forward_passes(decoder_cls, model, *p, max_new),
-                            parts,
-                        )
-                    )
-            finally:
-                torch.set_num_threads(threads)
+        fn()
         sync(device)
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def time_floors(engine, model, prompts, pad_id, max_new, device, repeats) -> dict:
+    """Best wall times of the bare forward passes (one prefill plus ``max_new - 1``
+    one-token steps, fixed input token, no sampling), in seconds.
+
+    ``hf_forward``: transformers' forward with its cache, one stream.
+    ``fused_forward``: the native engine's own forward passes, split into the
+    same chunks and workers as its ``generate``.
+    """
+    ids, mask = (t.to(device) for t in left_pad(prompts, 1, pad_id))
+    floors = {
+        "hf_forward": time_best(
+            lambda: _forward_passes(HFDecoder, model, ids, mask, max_new), device, repeats
+        )
+    }
+    if fused_unsupported(model, ids.shape[1] + max_new) is None:
+        floors["fused_forward"] = time_best(
+            lambda: engine.bare_forward(model, prompts, max_new), device, repeats
+        )
+    return floors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--no-floor", action="store_true", help="skip the bare-forward floors"
     )
+    ap.add_argument(
+        "--parallel", default="processes", choices=["processes", "threads"],
+        help="how the native engine runs its CPU chunks",
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if args.threads:
@@ -201,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     params = SamplingParams(
         n=1, temperature=1.0, max_new_tokens=args.max_new_tokens, ignore_eos=True
     )
-    engines = {name_: make_engine(name_, tokenizer) for name_ in ("hf", "native")}
+    engines = {
+        "hf": make_engine("hf", tokenizer),
+        "native": make_engine("native", tokenizer, parallel=args.parallel),
+    }
     # Warm-up: first calls pay for lazy initialization in both backends.
     for engine in engines.values():
         engine.generate(
@@ -210,13 +214,13 @@ def main(argv: list[str] | None = None) -> int:
             SamplingParams(max_new_tokens=4, ignore_eos=True),
             torch.Generator(),
         )
-    fused_ok = fused_unsupported(model, 1024) is None
     result = {
         "model": name,
         "device": f"{args.device} ({platform.processor() or platform.machine()})",
         "dtype": args.dtype,
         "threads": torch.get_num_threads(),
         "max_new_tokens": args.max_new_tokens,
+        "parallel": args.parallel,
     }
     print(
         f"model={name} device={args.device} dtype={args.dtype} threads={torch.get_num_threads()} "
@@ -234,28 +238,12 @@ def main(argv: list[str] | None = None) -> int:
         tps = {k: n_tokens / t for k, t in times.items()}
         line = f"batch {size:4d}: hf {tps['hf']:9.0f} tok/s  native {tps['native']:9.0f} tok/s  ratio {tps['native'] / tps['hf']:.2f}"
         if not args.no_floor:
-            floors = {"hf_forward": (HFDecoder, 1)}
-            if fused_ok:
-                floors["fused_forward"] = (
-                    FusedDecoder,
-                    engines["native"]._n_workers(torch.device(args.device)),
-                )
-            for key, (cls, workers) in floors.items():
-                workers = workers if size >= 16 else 1
-                sec = time_floor(
-                    cls,
-                    model,
-                    batch,
-                    pad_id,
-                    args.max_new_tokens,
-                    args.device,
-                    args.repeats,
-                    workers,
-                )
-                tps[key] = n_tokens / sec
-            line += "  | floors: " + "  ".join(
-                f"{k} {tps[k]:.0f} tok/s" for k in floors
+            floors = time_floors(
+                engines["native"], model, batch, pad_id, args.max_new_tokens, args.device, args.repeats
             )
+            for key, sec in floors.items():
+                tps[key] = n_tokens / sec
+            line += "  | floors: " + "  ".join(f"{k} {tps[k]:.0f} tok/s" for k in floors)
         print(line, flush=True)
         result[f"tokens_per_s_at_{size}"] = {k: round(v, 1) for k, v in tps.items()}
         result[f"ratio_at_{size}"] = round(tps["native"] / tps["hf"], 3)
@@ -265,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         round(load_start, 2),
         round(os.getloadavg()[0], 2),
     ]
+    engines["native"].close()
     print(json.dumps(result))
     return 0
 

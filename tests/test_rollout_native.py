@@ -220,15 +220,33 @@ def test_cpu_workers(tok, peaked, eos_model):
     prompts = [tok(f"{i}+{i * 7}=")["input_ids"] for i in range(10)]
     threads = torch.get_num_threads()
     one = run(NativeEngine(tok, workers=1), peaked, prompts, n=2, temperature=0.0)
-    two = run(NativeEngine(tok, workers=2), peaked, prompts, n=2, temperature=0.0)
-    assert torch.equal(one.response_ids, two.response_ids)
-    assert torch.get_num_threads() == threads
-    # Sampling with concurrent chunks: seeds are drawn before the threads start.
-    a = run(NativeEngine(tok, workers=2), eos_model, prompts, n=2, seed=4)
-    b = run(NativeEngine(tok, workers=2), eos_model, prompts, n=2, seed=4)
-    assert torch.equal(a.response_ids, b.response_ids) and torch.equal(
-        a.logprobs, b.logprobs
-    )
+    for parallel in ("threads", "processes"):
+        engine = NativeEngine(tok, workers=2, parallel=parallel)
+        two = run(engine, peaked, prompts, n=2, temperature=0.0)
+        assert torch.equal(one.response_ids, two.response_ids), parallel
+        assert torch.get_num_threads() == threads
+        engine.close()
+    # Sampling with concurrent chunks: seeds are drawn before the chunks start,
+    # so threads and processes give the same samples.
+    a = run(NativeEngine(tok, workers=2, parallel="threads"), eos_model, prompts, n=2, seed=4)
+    engine = NativeEngine(tok, workers=2, parallel="processes")
+    b = run(engine, eos_model, prompts, n=2, seed=4)
+    engine.close()
+    assert torch.equal(a.response_ids, b.response_ids) and torch.equal(a.logprobs, b.logprobs)
     with torch.no_grad():
         lp, _ = sequence_logprobs(eos_model, *a.full(), a.response_ids.shape[1], 1.0)
     assert (lp - a.logprobs)[a.response_mask.bool()].abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama"])
+def test_bfloat16_fused_decoder(tok, prompts, family):
+    """The low-precision path (transformers' rotary layout and roundings, SDPA)."""
+    model = tiny_causal_lm(family, seed=2, init_std=0.1).to(torch.bfloat16)
+    ours = run(NativeEngine(tok, fused=True), model, prompts, temperature=0.0, max_new_tokens=24)
+    ref = run(HFEngine(tok), model, prompts, temperature=0.0, max_new_tokens=24)
+    assert torch.equal(ours.response_ids, ref.response_ids)
+    sampled = run(NativeEngine(tok, fused=True, workers=1), model, prompts * 3, n=3, max_new_tokens=24)
+    with torch.no_grad():
+        lp, _ = sequence_logprobs(model, *sampled.full(), sampled.response_ids.shape[1], 1.0)
+    # bfloat16 keeps ~3 significant digits; the float32 bound is 1e-4.
+    assert (lp - sampled.logprobs)[sampled.response_mask.bool()].abs().max().item() <= 0.1

@@ -34,6 +34,11 @@ class KLEstimator(str, Enum):
     k3 = "k3"
 
 
+class CpuParallel(str, Enum):
+    processes = "processes"
+    threads = "threads"
+
+
 class WandbMode(str, Enum):
     auto = "auto"
     online = "online"
@@ -173,6 +178,8 @@ class RolloutConfig:
     max_new_tokens: int = 64
     stop: list[str] = field(default_factory=list)
     micro_batch_size: int = 0  # rows generated at once; 0 = all
+    workers: int = 0  # CPU chunks decoded concurrently; 0 = torch's thread count
+    cpu_parallel: CpuParallel = CpuParallel.processes  # how CPU chunks run
 
 
 @dataclass

@@ -26,6 +26,7 @@ from sppo_runner.data import load_eval_problems
 from sppo_runner.data.prompts import encode
 from sppo_runner.models import load_policy, load_tokenizer, resolve_device
 from sppo_runner.rollout import make_engine
+from sppo_runner.session import engine_options
 from sppo_runner.tracking import Tracker
 from sppo_runner.verifier import Verifier
 
@@ -71,8 +72,7 @@ def evaluate_policy(cfg: Any, out_dir: Path) -> dict[str, Any]:
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
     policy = load_policy(cfg.model, device)
     sets = _sets(cfg, tokenizer)
-    opts = {"micro_batch_size": cfg.rollout.micro_batch_size} if cfg.rollout.micro_batch_size else {}
-    engine = make_engine(cfg.rollout.backend, tokenizer, **opts)
+    engine = make_engine(cfg.rollout.backend, tokenizer, **engine_options(cfg.rollout))
     verifier = Verifier(extractors=tuple(cfg.verifier.extractors), timeout_s=cfg.verifier.timeout_s,
                         workers=cfg.verifier.workers or None)
     params = eval_sampling(cfg)
@@ -80,6 +80,7 @@ def evaluate_policy(cfg: Any, out_dir: Path) -> dict[str, Any]:
         metrics = evaluate_sets(policy, engine, verifier, sets, cfg.eval, params, torch.Generator().manual_seed(cfg.seed))
     finally:
         verifier.close()
+        engine.close()
     meta = {"model": cfg.model.path, "temperature": params.temperature, "top_p": params.top_p,
             "max_new_tokens": params.max_new_tokens, "seed": cfg.seed}
     text, rows = write_report(out_dir, "eval", metrics, {name: f"eval/{name}" for name in sets}, cfg.eval.k, meta)

@@ -90,6 +90,16 @@ class Session:
 
     def close(self) -> None:
         self.verifier.close()
+        self.engine.close()
+
+
+def engine_options(r: Any) -> dict[str, Any]:
+    """Rollout-engine constructor options from ``cfg.rollout``."""
+    opts: dict[str, Any] = {"micro_batch_size": r.micro_batch_size} if r.micro_batch_size else {}
+    if r.backend == "native":
+        parallel = r.cpu_parallel.value if hasattr(r.cpu_parallel, "value") else str(r.cpu_parallel)
+        opts.update(workers=r.workers or None, parallel=parallel)
+    return opts
 
 
 def sampling_params(cfg: Any) -> SamplingParams:
@@ -141,8 +151,7 @@ def build_session(cfg: Any, run_dir: Path) -> Session:
     state = checkpoint.load_state(ckpt) if ckpt else {}
     tracker = Tracker(run_dir, config_dict, cfg.logger, cfg.trainer.steps, rank, state.get("wandb_id"),
                       state.get("counters", {}).get("step", 0))
-    engine_opts = {"micro_batch_size": cfg.rollout.micro_batch_size} if cfg.rollout.micro_batch_size else {}
-    engine = make_engine(cfg.rollout.backend, tokenizer, **engine_opts)
+    engine = make_engine(cfg.rollout.backend, tokenizer, **engine_options(cfg.rollout))
     verifier = Verifier(extractors=tuple(cfg.verifier.extractors), timeout_s=cfg.verifier.timeout_s,
                         workers=cfg.verifier.workers or None)
     s = Session(cfg, spec, Path(run_dir), device, tokenizer, policy, critic, engine, verifier, learner, train,

@@ -70,3 +70,7 @@ class RolloutEngine(Protocol):
             prompt i in rows ``i*n .. i*n+n-1``.
         """
         ...
+
+    def close(self) -> None:
+        """Releases worker processes or other resources (the engine stays usable)."""
+        ...

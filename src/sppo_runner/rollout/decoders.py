@@ -78,16 +78,35 @@ def _linear_add(
     return x + F.linear(a, w_t.t(), bias)
 
 
-class _Layer:
-    """Fused weights of one decoder layer (q/k/v and gate/up concatenated)."""
+def _pair_order(heads: int, d: int) -> torch.Tensor:
+    """Row order that turns each head's halves ``[x1 | x2]`` into pairs ``(x1_j, x2_j)``."""
+    half = torch.arange(d // 2)
+    one = torch.stack([half, half + d // 2], dim=1).flatten()
+    return (torch.arange(heads)[:, None] * d + one).flatten()
 
-    def __init__(self, layer: torch.nn.Module) -> None:
+
+class _Layer:
+    """Fused weights of one decoder layer (q/k/v and gate/up concatenated).
+
+    With ``interleave`` the q and k rows of every head are reordered so that
+    each rotary pair is adjacent: rotary embedding becomes one complex multiply,
+    and attention scores are unchanged because q and k share the order.
+    """
+
+    def __init__(self, layer: torch.nn.Module, interleave: bool) -> None:
         attn, mlp = layer.self_attn, layer.mlp
         parts = [attn.q_proj, attn.k_proj, attn.v_proj]
         self.wqkv = torch.cat([p.weight for p in parts])
         self.bqkv = (
             torch.cat([p.bias for p in parts]) if attn.q_proj.bias is not None else None
         )
+        if interleave:
+            d = attn.head_dim
+            rotated = (attn.q_proj.weight.shape[0] + attn.k_proj.weight.shape[0]) // d
+            order = _pair_order(rotated, d).to(self.wqkv.device)
+            self.wqkv = torch.cat([self.wqkv[order], self.wqkv[rotated * d :]])
+            if self.bqkv is not None:
+                self.bqkv = torch.cat([self.bqkv[order], self.bqkv[rotated * d :]])
         self.wo_t, self.bo = attn.o_proj.weight.t(), attn.o_proj.bias
         self.wgu = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])
         gb = mlp.gate_proj.bias
@@ -106,6 +125,9 @@ class _Layer:
 class FusedWeights:
     """The fused weights of a whole model, shared read-only by concurrent decoders.
 
+    Float32 models get the interleaved rotary layout (complex multiply); lower
+    precisions keep transformers' layout and roundings.
+
     Args:
         model: A transformers LlamaForCausalLM / Qwen2ForCausalLM / MistralForCausalLM.
     """
@@ -115,8 +137,9 @@ class FusedWeights:
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         attn = base.layers[0].self_attn
         self.head_dim, self.scale = attn.head_dim, attn.scaling
-        self.layers = [_Layer(layer) for layer in base.layers]
         self.embed = base.embed_tokens.weight
+        self.interleave = self.embed.dtype == torch.float32
+        self.layers = [_Layer(layer, self.interleave) for layer in base.layers]
         self.norm, self.norm_eps = base.norm.weight, base.norm.variance_epsilon
         self.head_w, self.head_b = (
             model.lm_head.weight,
@@ -124,86 +147,82 @@ class FusedWeights:
         )
         self.rotary = base.rotary_emb
 
+    def rope_tables(self, total: int) -> tuple[torch.Tensor, ...]:
+        """Rotary tables for positions ``0..total-1``.
+
+        Returns:
+            Interleaved layout: ``(cis,)``, complex ``[total, d/2]``. Otherwise
+            ``(cos, sin_signed)``, each ``[total, d]``, with
+            rope(x) = x*cos + roll(x, d/2)*sin_signed.
+        """
+        device = self.embed.device
+        cos, sin = self.rotary(self.embed[:1], torch.arange(total, device=device)[None])
+        half = self.head_dim // 2
+        cos, sin = cos[0], sin[0]
+        if self.interleave:
+            return (torch.complex(cos[:, :half].float(), sin[:, :half].float()),)
+        # roll(x) is cat(x2, x1); transformers' rotate_half is cat(-x2, x1): the sign moves to sin.
+        return cos, torch.cat([-sin[:, :half], sin[:, half:]], dim=-1)
+
 
 class FusedDecoder:
     """Llama-family forward with a preallocated KV cache (build inside inference mode).
 
-    Rows are left-padded: the prompt fills cache columns ``0..P-1`` and the t-th
-    generated token column ``P+t`` in every row, so one column index serves the
-    whole batch; an additive mask hides the padding and positions count from
-    each row's first real token, as in the learner.
+    Prompts sit right-padded in the cache: row i's prompt fills columns
+    ``0..len_i-1``, its padding is masked, and the t-th generated token of every
+    row goes to column ``P+t`` (P: the widest prompt), so one column index serves
+    the whole batch. Positions count from each row's first token, as in the
+    learner. Right padding makes prefill attention plain causal (pad queries
+    come after every real one and are dropped), and a decode step attends over
+    the written columns ``0..P+t`` only.
 
     Prefill runs the row-wise layers (norms, projections, MLP) on the real
     prompt tokens only, packed; just attention sees the padded layout.
 
-    Decode attends over the whole allocated cache (unwritten columns are zero
-    and masked), so the per-step work is a few fixed-shape kernels with no
-    slicing; the cache grows by ``block`` columns at a time, so the masked
-    waste stays small and the growth copies are rare.
-
     Args:
         model: A supported transformers model, or its :class:`FusedWeights`.
-        block: Cache growth step in columns.
     """
 
     def __init__(self, model: torch.nn.Module | FusedWeights, block: int = 32) -> None:
-        w = model if isinstance(model, FusedWeights) else FusedWeights(model)
-        self.heads, self.kv_heads, self.head_dim, self.scale = (
-            w.heads,
-            w.kv_heads,
-            w.head_dim,
-            w.scale,
-        )
-        self.layers, self.embed, self.rotary = w.layers, w.embed, w.rotary
-        self.norm, self.norm_eps, self.head_w, self.head_b = (
-            w.norm,
-            w.norm_eps,
-            w.head_w,
-            w.head_b,
-        )
+        self.w = model if isinstance(model, FusedWeights) else FusedWeights(model)
         self.block = block
-        self.dtype, self.device = self.embed.dtype, self.embed.device
-        self.ks: list[torch.Tensor] = []  # per layer [b, kv_heads, cap, d]
+        self.dtype, self.device = self.w.embed.dtype, self.w.embed.device
+        # CPU float32: batched matmuls beat CPU SDPA several times for one query.
+        self.bmm_attention = self.device.type == "cpu" and self.dtype == torch.float32
+        self.ks: list[torch.Tensor] = []  # per layer [b, kv_heads, total, d]
         self.vs: list[torch.Tensor] = []
-        self.cpu_fp32 = self.device.type == "cpu" and self.dtype == torch.float32
-
-    def _rope_tables(self, total: int) -> None:
-        """cos and a signed sin, ``[total, d]``: rope(x) = x*cos + roll(x, d/2)*sin_signed."""
-        cos, sin = self.rotary(
-            self.embed[:1], torch.arange(total, device=self.device)[None]
-        )
-        half = self.head_dim // 2
-        self.cos = cos[0]
-        # roll(x) is cat(x2, x1); transformers' rotate_half is cat(-x2, x1): the sign moves to sin.
-        self.sin = torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1)
-
-    def _rope(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-    ) -> torch.Tensor:
-        rolled = torch.roll(x, self.head_dim // 2, dims=-1)
-        if x.dtype == torch.float32:
-            return torch.addcmul(x * cos, rolled, sin)
-        return x * cos + rolled * sin  # transformers' roundings in low precision
 
     def _qkv(
-        self, layer: _Layer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-    ):
-        """Projects and rotates ``h [N, hidden]``; returns q ``[N, H, d]``, k and v ``[N, kvH, d]``."""
-        nh, nkv, d = self.heads, self.kv_heads, self.head_dim
-        qkv = F.linear(h, layer.wqkv, layer.bqkv)
-        qk = self._rope(qkv[:, : (nh + nkv) * d].view(-1, nh + nkv, d), cos, sin)
-        v = qkv[:, (nh + nkv) * d :].view(-1, nkv, d)
-        return qk[:, :nh], qk[:, nh:], v
+        self, layer: _Layer, x: torch.Tensor, rot: tuple[torch.Tensor, ...]
+    ) -> torch.Tensor:
+        """Normalizes, projects and rotates ``x [N, hidden]``; returns ``[N, H + 2 kvH, d]``."""
+        w = self.w
+        rotated = w.heads + w.kv_heads
+        qkv = F.linear(_rms_norm(x, layer.ln1, layer.eps1), layer.wqkv, layer.bqkv)
+        qkv = qkv.view(-1, rotated + w.kv_heads, w.head_dim)
+        if w.interleave:
+            (cis,) = rot
+            torch.view_as_complex(qkv[:, :rotated].unflatten(-1, (-1, 2))).mul_(cis)
+        else:
+            cos, sin = rot
+            x = qkv[:, :rotated]
+            # transformers' op order, so low-precision roundings match the learner.
+            qkv[:, :rotated] = x * cos + torch.roll(x, w.head_dim // 2, dims=-1) * sin
+        return qkv
+
+    def _rot(self, pos: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Rotary tables at positions ``pos [N]``, each ``[N, 1, ...]``."""
+        return tuple(t[pos].unsqueeze(1) for t in self.tables)
 
     def _mlp(self, layer: _Layer, x: torch.Tensor) -> torch.Tensor:
         gu = F.linear(_rms_norm(x, layer.ln2, layer.eps2), layer.wgu, layer.bgu)
         half = gu.shape[-1] // 2
-        return _linear_add(x, F.silu(gu[:, :half]) * gu[:, half:], layer.wd_t, layer.bd)
+        act = F.silu(gu[:, :half]).mul_(gu[:, half:])
+        return _linear_add(x, act, layer.wd_t, layer.bd)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(
-            _rms_norm(x, self.norm, self.norm_eps), self.head_w, self.head_b
-        ).float()
+        w = self.w
+        return F.linear(_rms_norm(x, w.norm, w.norm_eps), w.head_w, w.head_b).float()
 
     def prefill(
         self, ids: torch.Tensor, mask: torch.Tensor, max_new: int, repeat: int = 1
@@ -221,37 +240,25 @@ class FusedDecoder:
             ``[b * repeat, V]`` float32 logits of the last prompt position.
         """
         b, width = ids.shape
-        self.total, self.col = (
-            width + max_new,
-            width,
-        )  # col: cache column of the next token
-        self._rope_tables(self.total)
+        w = self.w
+        self.total, self.width, self.col = width + max_new, width, width
+        self.tables = w.rope_tables(self.total)
         cap = min(self.total, width + self.block)
-        shape = (b, self.kv_heads, cap, self.head_dim)
+        shape = (b, w.kv_heads, cap, w.head_dim)
         # Zeros, not empty: masked columns still enter the matmuls and must be finite.
-        self.ks = [
-            torch.zeros(shape, dtype=self.dtype, device=self.device)
-            for _ in self.layers
-        ]
-        self.vs = [
-            torch.zeros(shape, dtype=self.dtype, device=self.device)
-            for _ in self.layers
-        ]
+        self.ks = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in w.layers]
+        self.vs = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in w.layers]
         real = mask.bool()
+        lens = real.sum(1)
         x = self._prefill_packed(ids, real)
-        # Left padding: every row's last real token is its last column.
-        last = real.sum(1).cumsum(0) - 1
-        logits = self._logits(x[last])
-        # Additive key mask (padding and unwritten columns), one copy per kv head
-        # so that it views as [b * kv_heads, 1, cap].
-        self.mask = torch.full(
-            (b, self.kv_heads, 1, cap),
-            float("-inf"),
-            dtype=self.dtype,
-            device=self.device,
-        )
-        self.mask[:, :, :, :width].masked_fill_(real[:, None, None], 0.0)
-        self.pos = real.sum(1)  # position of the next token, [b]
+        logits = self._logits(x[lens.cumsum(0) - 1])
+        # Additive key mask hiding each row's padding, one copy per kv head so
+        # that it views as [b * kv_heads, 1, total].
+        hidden = torch.arange(cap, device=self.device) >= lens[:, None]
+        self.mask = torch.zeros(
+            (b, w.kv_heads, 1, cap), dtype=self.dtype, device=self.device
+        ).masked_fill_(hidden[:, None, None], float("-inf"))
+        self.pos = lens  # position of the next token, [b]
         if repeat > 1:
             self.keep(torch.arange(b, device=self.device).repeat_interleave(repeat))
             logits = logits.repeat_interleave(repeat, dim=0)
@@ -260,39 +267,30 @@ class FusedDecoder:
     def _prefill_packed(self, ids: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """All layers over the prompts; returns the packed final hidden states ``[N, hidden]``."""
         b, width = ids.shape
-        nh, nkv, d = self.heads, self.kv_heads, self.head_dim
+        w = self.w
+        nh, nkv, d = w.heads, w.kv_heads, w.head_dim
         flat = real.flatten().nonzero().squeeze(1)  # [N] real tokens in row-major order
         pos = (real.cumsum(1) - 1).flatten()[flat]
-        cos, sin = self.cos[pos].unsqueeze(1), self.sin[pos].unsqueeze(1)  # [N, 1, d]
-        causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
-        # Pad queries may see themselves, so no softmax row is empty (their output is dropped).
-        eye = torch.eye(width, dtype=torch.bool, device=self.device)
-        allowed = ((causal & real[:, None, :]) | eye)[:, None]  # [b, 1, P, P]
-        x = F.embedding(ids.flatten()[flat], self.embed)
+        slots = flat // width * width + pos  # the same tokens, right-padded
+        rot = self._rot(pos)
+        x = F.embedding(ids.flatten()[flat], w.embed)
         # Pad slots stay zero across layers; only the real rows are overwritten.
-        buffer = torch.zeros(
-            b * width, nh + 2 * nkv, d, dtype=self.dtype, device=self.device
-        )
-        for layer, kc, vc in zip(self.layers, self.ks, self.vs):
-            q, k, v = self._qkv(layer, _rms_norm(x, layer.ln1, layer.eps1), cos, sin)
-            buffer.index_copy_(0, flat, torch.cat([q, k, v], dim=1))
-            padded = buffer.view(b, width, nh + 2 * nkv, d).transpose(
-                1, 2
-            )  # [b, heads, P, d]
-            qp, kp, vp = padded[:, :nh], padded[:, nh : nh + nkv], padded[:, nh + nkv :]
-            kc[:, :, :width] = kp
-            vc[:, :, :width] = vp
-            group = nh // nkv
-            kk, vv = (
-                kp.repeat_interleave(group, dim=1),
-                vp.repeat_interleave(group, dim=1),
-            )
+        buffer = torch.zeros(b * width, nh + 2 * nkv, d, dtype=self.dtype, device=self.device)
+        for layer, kc, vc in zip(w.layers, self.ks, self.vs):
+            buffer.index_copy_(0, slots, self._qkv(layer, x, rot))
+            padded = buffer.view(b, width, nh + 2 * nkv, d).transpose(1, 2)
+            kc[:, :, :width] = padded[:, nh : nh + nkv]
+            vc[:, :, :width] = padded[:, nh + nkv :]
             a = F.scaled_dot_product_attention(
-                qp, kk, vv, attn_mask=allowed, scale=self.scale
+                padded[:, :nh],
+                kc[:, :, :width],
+                vc[:, :, :width],
+                is_causal=True,
+                scale=w.scale,
+                enable_gqa=True,
             )
-            a = a.transpose(1, 2).reshape(b * width, nh * d)[flat]
-            x = _linear_add(x, a, layer.wo_t, layer.bo)
-            if self.cpu_fp32:
+            x = _linear_add(x, a.transpose(1, 2).reshape(b * width, nh * d)[slots], layer.wo_t, layer.bo)
+            if self.bmm_attention:
                 # Row blocks keep the [rows, 2 * intermediate] activations in cache.
                 x = torch.cat([self._mlp(layer, part) for part in x.split(256)])
             else:
@@ -310,47 +308,20 @@ class FusedDecoder:
         """
         if self.col == self.mask.shape[-1]:
             self._grow()
-        b, col, cap = tokens.shape[0], self.col, self.mask.shape[-1]
-        cos, sin = (
-            self.cos[self.pos].unsqueeze(1),
-            self.sin[self.pos].unsqueeze(1),
-        )  # [b, 1, d]
+        w, col = self.w, self.col
+        nh, nkv = w.heads, w.kv_heads
         self.mask.select(3, col).fill_(0.0)
-        mask = self.mask.view(b * self.kv_heads, 1, cap) if self.cpu_fp32 else self.mask
-        x = F.embedding(tokens, self.embed)
-        for layer, kc, vc in zip(self.layers, self.ks, self.vs):
-            q, k, v = self._qkv(layer, _rms_norm(x, layer.ln1, layer.eps1), cos, sin)
-            kc.select(2, col).copy_(k)
-            vc.select(2, col).copy_(v)
-            a = self._decode_attention(q, kc, vc, mask)
+        rot, mask = self._rot(self.pos), self.mask
+        x = F.embedding(tokens, w.embed)
+        for layer, kc, vc in zip(w.layers, self.ks, self.vs):
+            qkv = self._qkv(layer, x, rot)
+            kc.select(2, col).copy_(qkv[:, nh : nh + nkv])
+            vc.select(2, col).copy_(qkv[:, nh + nkv :])
+            a = self._decode_attention(qkv[:, :nh], kc, vc, mask)
             x = self._mlp(layer, _linear_add(x, a, layer.wo_t, layer.bo))
         self.col += 1
         self.pos = self.pos + 1
         return self._logits(x)
-
-    def _decode_attention(
-        self, q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, mask: torch.Tensor
-    ):
-        """One-token attention over the whole cache; ``q [b, H, d]`` -> ``[b, H * d]``.
-
-        The query heads sharing a kv head act as a short query sequence against
-        that head's cache, so the cache is never repeated per query head.
-        """
-        b, nkv, d = q.shape[0], self.kv_heads, self.head_dim
-        group, cap = self.heads // nkv, kc.shape[2]
-        if self.cpu_fp32:
-            # CPU float32: batched matmuls beat CPU SDPA several times for one query.
-            keys = kc.view(b * nkv, cap, d).transpose(1, 2)
-            scores = torch.baddbmm(
-                mask, q.reshape(b * nkv, group, d), keys, alpha=self.scale
-            )
-            a = torch.bmm(scores.softmax(dim=-1), vc.view(b * nkv, cap, d))
-        else:
-            # Fused kernels keep scores and probabilities in float32 for bf16/fp16.
-            a = F.scaled_dot_product_attention(
-                q.reshape(b, nkv, group, d), kc, vc, attn_mask=mask, scale=self.scale
-            )
-        return a.reshape(b, self.heads * d)
 
     def _grow(self) -> None:
         """Adds up to ``block`` columns to the cache and the mask (one copy per block)."""
@@ -360,6 +331,32 @@ class FusedDecoder:
         self.ks = [F.pad(k, (0, 0, 0, extra)) for k in self.ks]
         self.vs = [F.pad(v, (0, 0, 0, extra)) for v in self.vs]
         self.mask = F.pad(self.mask, (0, extra), value=float("-inf"))
+
+    def _decode_attention(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """One-token attention; ``q [b, H, d]``, ``k``/``v`` ``[b, kvH, L, d]`` -> ``[b, H * d]``.
+
+        The query heads sharing a kv head act as a short query sequence against
+        that head's keys, so the cache is never repeated per query head.
+        """
+        w = self.w
+        b, nkv, length, d = k.shape
+        group = w.heads // nkv
+        if self.bmm_attention:
+            scores = torch.baddbmm(
+                mask.reshape(b * nkv, 1, length),
+                q.reshape(b * nkv, group, d),
+                k.reshape(b * nkv, length, d).transpose(1, 2),
+                alpha=w.scale,
+            )
+            a = torch.bmm(scores.softmax(dim=-1), v.reshape(b * nkv, length, d))
+        else:
+            # Fused kernels keep scores and probabilities in float32 for bf16/fp16.
+            a = F.scaled_dot_product_attention(
+                q.reshape(b, nkv, group, d), k, v, attn_mask=mask, scale=w.scale
+            )
+        return a.reshape(b, w.heads * d)
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keeps cache and state rows ``rows`` (``[b']`` indices, repeats allowed) in that order."""

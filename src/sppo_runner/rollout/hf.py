@@ -36,6 +36,9 @@ class HFEngine:
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else tokenizer.eos_token_id)
 
+    def close(self) -> None:
+        """Nothing to release (``generate`` runs in this process)."""
+
     def generate(
         self,
         model: torch.nn.Module,
