@@ -58,21 +58,23 @@ def test_workers_follow_in_place_updates_and_replaced_weights(tok, prompts, engi
     assert not torch.equal(greedy(engine, model, prompts), expected)
 
 
-def test_worker_error_is_reported_and_the_pool_recovers(tok, prompts, engine):
+def test_failed_worker_falls_back_to_threads_and_the_pool_recovers(tok, prompts, engine, caplog):
     model = tiny_causal_lm("qwen2", seed=3)
     bad = [*prompts, [model.config.vocab_size + 5] * 3]  # an id past the embedding
-    with pytest.raises(RuntimeError, match="(?s)rollout worker .* failed.*IndexError"):
+    with pytest.raises(IndexError):  # rerun in this process: the genuine error, its own traceback
         greedy(engine, model, bad)
+    assert "IndexError" in caplog.text and "runs its chunks in threads" in caplog.text
     assert greedy(engine, model, prompts).shape[0] == 2 * len(prompts)
+    assert engine._pool._procs, "the pool restarted"
 
 
-def test_killed_worker_is_reported_and_replaced(tok, prompts, engine):
+def test_killed_worker_loses_nothing(tok, prompts, engine, caplog):
     model = tiny_causal_lm("qwen2", seed=3)
     first = greedy(engine, model, prompts)
     os.kill(engine._pool._procs[0].proc.pid, signal.SIGKILL)
-    with pytest.raises(RuntimeError, match="restart on the next call"):
-        greedy(engine, model, prompts)
-    assert torch.equal(greedy(engine, model, prompts), first)
+    assert torch.equal(greedy(engine, model, prompts), first)  # rerun in threads
+    assert "exited with code" in caplog.text or "failed" in caplog.text
+    assert torch.equal(greedy(engine, model, prompts), first)  # fresh workers
 
 
 def test_script_without_main_guard(tmp_path):

@@ -182,7 +182,7 @@ def run_job(model: torch.nn.Module, tokenizer, job: dict, stop_cache: dict) -> t
         ``tokens [b, max_new]``, ``logprobs [b, max_new]`` and ``lengths [b]``
         as numpy arrays.
     """
-    from sppo_runner.rollout.native import forward_only, generate_chunk, make_decoder
+    from sppo_runner.rollout.chunk import forward_only, generate_chunk, make_decoder
     from sppo_runner.rollout.sampling import StopChecker
 
     stops = None
