@@ -12,9 +12,9 @@ from sppo_runner.rollout.hf_decoder import HFDecoder
 from sppo_runner.rollout.sampling import Sampler, StopChecker
 
 
-def make_decoder(model: torch.nn.Module, fused: bool):
-    """A fresh decoder for ``model`` (call inside inference mode)."""
-    return FusedDecoder(FusedWeights(model)) if fused else HFDecoder(model)
+def make_decoder(model: torch.nn.Module, weights: FusedWeights | None):
+    """A fresh decoder: fused on ``weights`` (built once per call), else the model's own forward."""
+    return FusedDecoder(weights) if weights is not None else HFDecoder(model)
 
 
 def forward_only(decoder, ids: torch.Tensor, mask: torch.Tensor, max_new: int) -> None:

@@ -241,7 +241,7 @@ class FusedDecoder:
         """
         b, width = ids.shape
         w = self.w
-        self.total, self.width, self.col = width + max_new, width, width
+        self.total, self.col = width + max_new, width
         self.tables = w.rope_tables(self.total)
         cap = min(self.total, width + self.block)
         shape = (b, w.kv_heads, cap, w.head_dim)

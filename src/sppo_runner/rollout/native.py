@@ -12,9 +12,8 @@ import torch
 from sppo_runner.batch import RolloutBatch
 from sppo_runner.rollout.base import SamplingParams
 from sppo_runner.rollout.common import assemble, draw_seed, eos_id_list, left_pad
-from sppo_runner.rollout.decoders import FusedDecoder, FusedWeights, fused_unsupported
-from sppo_runner.rollout.hf_decoder import HFDecoder
-from sppo_runner.rollout.chunk import forward_only, generate_chunk
+from sppo_runner.rollout.decoders import FusedWeights, fused_unsupported
+from sppo_runner.rollout.chunk import forward_only, generate_chunk, make_decoder
 from sppo_runner.rollout.sampling import StopChecker
 from sppo_runner.rollout.workers import ProcessPool, as_tensors
 
@@ -214,7 +213,7 @@ class NativeEngine:
         def work(chunk: _Chunk):
             # inference_mode is thread-local: enter it in the worker.
             with torch.inference_mode():
-                decoder = FusedDecoder(weights) if fused else HFDecoder(model)
+                decoder = make_decoder(model, weights)
                 rows = (ids[chunk.rows].to(device), mask[chunk.rows].to(device))
                 if bare:
                     return forward_only(decoder, *rows, params.max_new_tokens)

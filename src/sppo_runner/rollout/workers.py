@@ -87,6 +87,7 @@ class ProcessPool:
         self._procs: list[_Worker] = []
         self._sent: tuple | None = None
         self._finalizer = None
+        self._calls = 0  # lets a worker build the fused weights once per call, not per job
 
     def _send_model(self, model: torch.nn.Module, tokenizer) -> None:
         if self._sent == _fingerprint(model):
@@ -108,6 +109,7 @@ class ProcessPool:
             self._finalizer = weakref.finalize(self, _shutdown, self._procs)
         try:
             self._send_model(model, tokenizer)
+            self._calls += 1
             pending = {i: job for i, job in enumerate(jobs)}
             busy: dict[_Worker, int] = {}
             out: dict[int, tuple] = {}
@@ -115,7 +117,7 @@ class ProcessPool:
                 for w in self._procs:
                     if w not in busy and pending:
                         i = min(pending)
-                        w.conn.send(("run", pending.pop(i)))
+                        w.conn.send(("run", self._calls, pending.pop(i)))
                         busy[w] = i
                 for conn in wait([w.conn for w in busy], timeout=1.0):
                     w = next(w for w in busy if w.conn is conn)
@@ -156,7 +158,7 @@ def serve(fd: int) -> None:
     torch.set_num_threads(1)
     conn = Connection(fd)
     model = tokenizer = None
-    stop_cache: dict = {}
+    cache: dict = {}  # stop-string checkers; the fused weights of the current call
     while True:
         try:
             msg = conn.recv()
@@ -167,32 +169,40 @@ def serve(fd: int) -> None:
         if msg[0] == "model":
             _, model, tokenizer = msg
             model.eval()
-            stop_cache = {}
+            cache = {}
             continue
+        _, call, job = msg
         try:
-            conn.send((None, run_job(model, tokenizer, msg[1], stop_cache)))
+            conn.send((None, run_job(model, tokenizer, job, call, cache)))
         except Exception:  # noqa: BLE001 - reported to the parent, which raises it
             conn.send((traceback.format_exc(), None))
 
 
-def run_job(model: torch.nn.Module, tokenizer, job: dict, stop_cache: dict) -> tuple:
+def run_job(model: torch.nn.Module, tokenizer, job: dict, call: int, cache: dict) -> tuple:
     """Generates one chunk described by plain data (see ``NativeEngine._job``).
+
+    The fused weights are copies of the parameters, so they are rebuilt once
+    per pool call (the trainer updates the parameters between calls) and
+    shared by that call's jobs, as the in-process path does.
 
     Returns:
         ``tokens [b, max_new]``, ``logprobs [b, max_new]`` and ``lengths [b]``
         as numpy arrays.
     """
     from sppo_runner.rollout.chunk import forward_only, generate_chunk, make_decoder
+    from sppo_runner.rollout.decoders import FusedWeights
     from sppo_runner.rollout.sampling import StopChecker
 
     stops = None
     if job["params"].stop:
         key = (job["params"].stop, job["vocab"])
-        if key not in stop_cache:
-            stop_cache[key] = StopChecker(tokenizer, job["params"].stop, job["vocab"], torch.device("cpu"))
-        stops = stop_cache[key]
+        if key not in cache:
+            cache[key] = StopChecker(tokenizer, job["params"].stop, job["vocab"], torch.device("cpu"))
+        stops = cache[key]
     with torch.inference_mode():
-        decoder = make_decoder(model, job["fused"])
+        if job["fused"] and cache.get("weights_call") != call:
+            cache["weights"], cache["weights_call"] = FusedWeights(model), call
+        decoder = make_decoder(model, cache["weights"] if job["fused"] else None)
         ids, mask = torch.from_numpy(job["ids"]), torch.from_numpy(job["mask"])
         if job.get("bare"):
             forward_only(decoder, ids, mask, job["params"].max_new_tokens)
