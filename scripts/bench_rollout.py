@@ -198,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         "--parallel", default="processes", choices=["processes", "threads"],
         help="how the native engine runs its CPU chunks",
     )
+    ap.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the native decode step (CUDA only; measures NativeEngine(compile=True))",
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if args.threads:
@@ -211,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     engines = {
         "hf": make_engine("hf", tokenizer),
-        "native": make_engine("native", tokenizer, parallel=args.parallel),
+        "native": make_engine(
+            "native", tokenizer, parallel=args.parallel, compile=args.compile
+        ),
     }
     # Warm-up: first calls pay for lazy initialization in both backends.
     for engine in engines.values():
@@ -228,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "max_new_tokens": args.max_new_tokens,
         "parallel": args.parallel,
+        "compile": args.compile,
     }
     print(
         f"model={name} device={args.device} dtype={args.dtype} threads={torch.get_num_threads()} "

@@ -69,13 +69,13 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
     return weight * h.to(x.dtype)
 
 
-def _linear_add(
+def _linear_add_(
     x: torch.Tensor, a: torch.Tensor, w_t: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
-    """``x + a @ w_t (+ bias)``; in float32 the residual add rides on the matmul."""
+    """``x += a @ w_t (+ bias)`` in place (no new residual tensor); returns ``x``."""
     if bias is None and x.dtype == torch.float32:
-        return torch.addmm(x, a, w_t)
-    return x + F.linear(a, w_t.t(), bias)
+        return x.addmm_(a, w_t)
+    return x.add_(F.linear(a, w_t.t(), bias))
 
 
 def _pair_order(heads: int, d: int) -> torch.Tensor:
@@ -215,10 +215,11 @@ class FusedDecoder:
         return tuple(t[pos].unsqueeze(1) for t in self.tables)
 
     def _mlp(self, layer: _Layer, x: torch.Tensor) -> torch.Tensor:
+        """Adds the MLP output to ``x [N, hidden]`` in place; returns ``x``."""
         gu = F.linear(_rms_norm(x, layer.ln2, layer.eps2), layer.wgu, layer.bgu)
         half = gu.shape[-1] // 2
         act = F.silu(gu[:, :half]).mul_(gu[:, half:])
-        return _linear_add(x, act, layer.wd_t, layer.bd)
+        return _linear_add_(x, act, layer.wd_t, layer.bd)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         w = self.w
@@ -289,12 +290,10 @@ class FusedDecoder:
                 scale=w.scale,
                 enable_gqa=True,
             )
-            x = _linear_add(x, a.transpose(1, 2).reshape(b * width, nh * d)[slots], layer.wo_t, layer.bo)
-            if self.bmm_attention:
-                # Row blocks keep the [rows, 2 * intermediate] activations in cache.
-                x = torch.cat([self._mlp(layer, part) for part in x.split(256)])
-            else:
-                x = self._mlp(layer, x)
+            _linear_add_(x, a.transpose(1, 2).reshape(b * width, nh * d)[slots], layer.wo_t, layer.bo)
+            # Row blocks keep the [rows, 2 * intermediate] activations in cache.
+            for part in x.split(256 if self.bmm_attention else x.shape[0]):
+                self._mlp(layer, part)
         return x
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -318,7 +317,7 @@ class FusedDecoder:
             kc.select(2, col).copy_(qkv[:, nh : nh + nkv])
             vc.select(2, col).copy_(qkv[:, nh + nkv :])
             a = self._decode_attention(qkv[:, :nh], kc, vc, mask)
-            x = self._mlp(layer, _linear_add(x, a, layer.wo_t, layer.bo))
+            self._mlp(layer, _linear_add_(x, a, layer.wo_t, layer.bo))
         self.col += 1
         self.pos = self.pos + 1
         return self._logits(x)

@@ -64,7 +64,8 @@ class NativeEngine:
             CPU, 1 on accelerators.
         parallel: ``"processes"`` or ``"threads"`` for CPU chunks.
         compile: ``torch.compile`` the decode step (CUDA only). Off by default:
-            it costs ~20 s of compilation per new shape and is unmeasured.
+            on an H200 (bfloat16, embedded policy) it gave no gain at batch 64
+            and was 22% slower at batch 256 (``bench_rollout.py --compile``).
     """
 
     def __init__(

@@ -52,6 +52,9 @@ class _Worker:
         env[_AUTHKEY_ENV] = bytes(multiprocessing.current_process().authkey).hex()
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env[var] = "1"
+        # glibc: keep freed memory instead of unmapping it; decoding reallocates
+        # the same multi-MB buffers every call, and fresh pages fault on first use.
+        env.update(MALLOC_MMAP_THRESHOLD_="1073741824", MALLOC_TRIM_THRESHOLD_="4294967296")
         self.name = f"rollout worker {index}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sppo_runner.rollout._worker", str(theirs.fileno())],
