@@ -235,21 +235,29 @@ def warm_start_policy(args, tok, policy, pairs, heldout, max_new: int, log) -> d
     return {"steps": step, "greedy_acc": acc, "history": history, "rewinds": rewinds}
 
 
-def build_critic(args, tok, pairs, init_prob: float, log) -> tuple[Qwen2ForTokenClassification, dict]:
-    cfg = Qwen2Config(
+def qwen2_config(tok, max_positions: int, hidden: int, layers: int, heads: int, kv_heads: int,
+                 intermediate: int, **extra) -> Qwen2Config:
+    """The shape both embedded models share (tied embeddings, the char tokenizer's ids); ``extra`` adds fields."""
+    return Qwen2Config(
         vocab_size=len(tok),
-        hidden_size=args.critic_hidden,
-        num_hidden_layers=args.critic_layers,
-        num_attention_heads=args.critic_heads,
-        num_key_value_heads=args.critic_kv_heads,
-        intermediate_size=args.critic_intermediate,
-        max_position_embeddings=args.max_positions,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=max_positions,
         tie_word_embeddings=True,
         pad_token_id=tok.pad_token_id,
         eos_token_id=tok.eos_token_id,
         bos_token_id=None,
-        num_labels=1,
-        classifier_dropout=0.0,
+        **extra,
+    )
+
+
+def build_critic(args, tok, pairs, init_prob: float, log) -> tuple[Qwen2ForTokenClassification, dict]:
+    cfg = qwen2_config(
+        tok, args.max_positions, args.critic_hidden, args.critic_layers, args.critic_heads,
+        args.critic_kv_heads, args.critic_intermediate, num_labels=1, classifier_dropout=0.0,
     )
     torch.manual_seed(args.seed + 1)
     info: dict = {"pretrain_steps": args.critic_pretrain_steps}
@@ -300,18 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         f"prompt tokens mean {sum(prompt_tokens) / len(pairs):.1f} max {max(prompt_tokens)}, "
         f"solution tokens (+eos) mean {sum(sol_tokens) / len(pairs):.1f} max {max(sol_tokens)}")
 
-    pcfg = Qwen2Config(
-        vocab_size=len(tok),
-        hidden_size=args.hidden,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.heads,
-        num_key_value_heads=args.kv_heads,
-        intermediate_size=args.intermediate,
-        max_position_embeddings=args.max_positions,
-        tie_word_embeddings=True,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
-        bos_token_id=None,
+    pcfg = qwen2_config(
+        tok, args.max_positions, args.hidden, args.layers, args.heads, args.kv_heads, args.intermediate
     )
     policy = Qwen2ForCausalLM(pcfg)
     policy.generation_config = GenerationConfig(

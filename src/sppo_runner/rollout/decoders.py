@@ -292,7 +292,7 @@ class FusedDecoder:
             )
             _linear_add_(x, a.transpose(1, 2).reshape(b * width, nh * d)[slots], layer.wo_t, layer.bo)
             # Row blocks keep the [rows, 2 * intermediate] activations in cache.
-            for part in x.split(256 if self.bmm_attention else x.shape[0]):
+            for part in x.split(256) if self.bmm_attention else (x,):
                 self._mlp(layer, part)
         return x
 
