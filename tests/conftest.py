@@ -64,3 +64,47 @@ def small_run_overrides(tiny_models, steps: int = 2) -> list[str]:
         "data.prompts_per_step=4", "data.train_size=64", "eval.n_problems=4", "eval.k=2",
         "rollout.max_new_tokens=8", "verifier.workers=1", "trainer.threads=1", "rollout.backend=hf",
     ]
+
+
+def assert_greedy_agrees(model, ours, ref, min_compared: float = 0.5) -> float:
+    """Greedy tokens of two implementations agree wherever the choice is resolvable.
+
+    Two correct implementations round differently, so where the reference's top-2 logits are
+    closer than the model dtype's resolution at the logits' scale (one unit in the last place of
+    the largest logit), either token is a correct greedy choice and the rows may part from there on.
+    Each row's tokens must match up to its first such near-tie (the whole row, length included,
+    where there is none). Near-ties are found by teacher-forcing the reference's tokens through
+    ``model`` (the learner's forward), in the model's own dtype.
+
+    Args:
+        model: The causal LM both implementations decoded.
+        ours, ref: ``RolloutBatch`` es of greedy decoding of the same prompts.
+        min_compared: The fraction of the reference's response tokens that must be compared, so
+            that a test cannot pass by finding near-ties everywhere.
+
+    Returns:
+        The fraction of response tokens compared.
+    """
+    n_resp = ref.response_ids.shape[1]
+    input_ids, attention_mask, position_ids = ref.full()
+    with torch.no_grad():
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    logits = out.logits[:, -n_resp - 1 : -1]
+    top2 = logits.topk(2, dim=-1).values.float()  # [B, T, 2]
+    scale = logits.abs().max().float().clamp(min=1e-30)
+    ulp = torch.finfo(logits.dtype).eps * torch.exp2(torch.floor(torch.log2(scale)))
+    clear = (top2[..., 0] - top2[..., 1]) >= ulp  # [B, T]
+    lengths, compared = ref.response_mask.sum(1).tolist(), 0
+    for r, n in enumerate(lengths):
+        ties = (~clear[r, :n]).nonzero()
+        k = int(ties[0]) if len(ties) else n
+        mine = ours.response_ids[r, : int(ours.response_mask[r].sum())].tolist()
+        theirs = ref.response_ids[r, :n].tolist()
+        if k == n:
+            assert mine == theirs, f"row {r}: greedy tokens differ with no near-tie in the reference"
+        else:
+            assert mine[:k] == theirs[:k], f"row {r}: tokens differ before the first near-tie (position {k})"
+        compared += k
+    fraction = compared / max(sum(lengths), 1)
+    assert fraction >= min_compared, f"only {fraction:.0%} of tokens before a near-tie: the check says little"
+    return fraction

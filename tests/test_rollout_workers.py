@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import assert_greedy_agrees
 from sppo_runner.rollout import SamplingParams
 from sppo_runner.rollout.native import NativeEngine
 from sppo_runner.rollout.tiny import tiny_causal_lm, tiny_tokenizer
@@ -37,24 +38,32 @@ def engine(tok):
     engine.close()
 
 
+def greedy_batch(engine, model, prompts):
+    return engine.generate(model, prompts, GREEDY, torch.Generator().manual_seed(0))
+
+
 def greedy(engine, model, prompts):
-    return engine.generate(model, prompts, GREEDY, torch.Generator().manual_seed(0)).response_ids
+    return greedy_batch(engine, model, prompts).response_ids
 
 
 def test_workers_follow_in_place_updates_and_replaced_weights(tok, prompts, engine):
     model = tiny_causal_lm("qwen2", seed=3, init_std=0.1)
     reference = NativeEngine(tok, workers=1)
-    assert torch.equal(greedy(engine, model, prompts), greedy(reference, model, prompts))
+
+    def agrees():  # one chunk vs two: other matmul shapes, so compared up to near-ties
+        return assert_greedy_agrees(model, greedy_batch(engine, model, prompts), greedy_batch(reference, model, prompts))
+
+    agrees()
     with torch.no_grad():  # what an optimizer step does: same storage, new values
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
     expected = greedy(reference, model, prompts)
-    assert torch.equal(greedy(engine, model, prompts), expected)
+    agrees()
     other = tiny_causal_lm("qwen2", seed=4, init_std=0.1)
     with torch.no_grad():  # new storage: the pool must send the weights again
         for p, q in zip(model.parameters(), other.parameters()):
             p.data = q.detach().clone()
-    assert torch.equal(greedy(engine, model, prompts), greedy(reference, model, prompts))
+    agrees()
     assert not torch.equal(greedy(engine, model, prompts), expected)
 
 
