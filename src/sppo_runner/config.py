@@ -32,6 +32,7 @@ LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"
 class KLEstimator(str, Enum):
     k1 = "k1"
     k3 = "k3"
+    k3_clamped = "k3_clamped"  # the reference's low_var_kl: k3 with its log-ratio and result clamped
 
 
 class CpuParallel(str, Enum):
@@ -89,6 +90,10 @@ class AlgorithmConfig:
     clip_ratio_high: float = 0.2
     dual_clip: float = 3.0  # <= 1 disables it
     loss_agg: str = "token-mean"  # one of LOSS_AGG_MODES
+    # Sequences per loss group: loss_agg applies within each group of this many sequences and
+    # the groups weigh the same (the reference's per-GPU micro-batch); 0 = the whole mini-batch.
+    loss_micro_batch: int = 0
+    critic_loss_micro_batch: int = 0  # the same for the critic's value loss
     ppo_epochs: int = 1
     mini_batches: int = 1  # optimizer steps per epoch (the batch is split evenly)
     gamma: float = 1.0
@@ -96,13 +101,15 @@ class AlgorithmConfig:
     norm_by_std: bool = True  # GRPO; False is Dr. GRPO
     adv_eps: float = 1e-6
     whiten_advantages: bool = False
+    whiten_unbiased: bool = False  # Bessel-corrected variance when whitening (the reference's)
     critic_loss: CriticLoss = CriticLoss.bce
     value_clip: float = 0.0  # 0 disables value clipping (token critics only)
     critic_warmup_steps: int = 0  # steps that update only the critic
     critic_epochs: int = 1
     kl_coef: float = 0.0  # KL to a frozen reference, in the loss
-    kl_estimator: KLEstimator = KLEstimator.k3
+    kl_estimator: KLEstimator = KLEstimator.k3  # for the KL term in the loss (kl_coef)
     kl_in_reward_coef: float = 0.0  # KL to the reference, subtracted from rewards
+    kl_in_reward_estimator: KLEstimator = KLEstimator.k3
     entropy_coef: float = 0.0
 
 
@@ -301,6 +308,9 @@ def validate(cfg: Config | DictConfig) -> None:
         f"{a.name} needs at least {spec.min_samples_per_prompt} samples per prompt, got {a.samples_per_prompt}",
     )
     _choice(a.loss_agg, "algorithm.loss_agg", list(LOSS_AGG_MODES))
+    for key in ("loss_micro_batch", "critic_loss_micro_batch"):
+        value = getattr(a, key)
+        _check(value >= 0, f"algorithm.{key}", f"must be >= 0 (0 = the whole mini-batch), got {value}")
     _check(0 <= a.clip_ratio_low < 1, "algorithm.clip_ratio_low", f"must be in [0, 1), got {a.clip_ratio_low}")
     _check(a.clip_ratio_high >= 0, "algorithm.clip_ratio_high", f"must be >= 0, got {a.clip_ratio_high}")
     _check(0 <= a.gamma <= 1 and 0 <= a.lam <= 1, "algorithm.gamma/lam", "must be in [0, 1]")

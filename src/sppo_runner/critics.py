@@ -42,10 +42,9 @@ class PromptCritic:
             loss = bce_value_loss(logits, returns, ones, norm)
         return loss, logits
 
-    def normalizer(self, response_mask: torch.Tensor) -> Normalizer:
-        """One term per sample: ``response_mask [b, T]`` only gives the count."""
-        n = float(response_mask.shape[0])
-        return Normalizer(n, n, 1.0)
+    def normalizer(self, response_mask: torch.Tensor, max_len: int, group_size: int = 0) -> Normalizer:
+        """One term per sample (a ``[b, 1]`` loss): ``response_mask [b, T]`` only gives the count."""
+        return Normalizer.of(torch.ones(response_mask.shape[0], 1), 1.0, group_size)
 
 
 class TokenCritic:
@@ -64,14 +63,16 @@ class TokenCritic:
              old_values: torch.Tensor, cfg: Any, norm: Normalizer) -> tuple[torch.Tensor, torch.Tensor]:
         vpred = self.values(critic, rollout)
         mask = rollout.response_mask
+        # The value loss aggregates like the policy loss (the reference's critic.loss_agg_mode).
         if cfg.critic_loss == "bce":
-            loss = bce_value_loss(vpred, returns.clamp(0, 1), mask, norm)
+            loss = bce_value_loss(vpred, returns.clamp(0, 1), mask, norm, cfg.loss_agg)
         else:
-            loss = mse_value_loss(vpred, old_values, returns, mask, cfg.value_clip, norm)
+            loss = mse_value_loss(vpred, old_values, returns, mask, cfg.value_clip, norm, cfg.loss_agg)
         return loss, vpred
 
-    def normalizer(self, response_mask: torch.Tensor) -> Normalizer:
-        return Normalizer.of(response_mask)
+    def normalizer(self, response_mask: torch.Tensor, max_len: int, group_size: int = 0) -> Normalizer:
+        """Counts of ``response_mask [b, T]``; ``max_len`` is the sum-norm length."""
+        return Normalizer.of(response_mask, max_len, group_size)
 
 
 

@@ -84,7 +84,7 @@ class Learner:
                                               self.cfg.rollout.temperature)
         token_rewards = token_rewards_from(rewards, rollout.response_mask)
         if self.algo.kl_in_reward_coef > 0:
-            kl = kl_penalty(rollout.logprobs, ref_lp, self.algo.kl_estimator)
+            kl = kl_penalty(rollout.logprobs, ref_lp, self.algo.kl_in_reward_estimator)
             token_rewards = token_rewards - self.algo.kl_in_reward_coef * kl * rollout.response_mask
         inp = AdvantageInputs(token_rewards, rollout.response_mask.float(), rollout.group, values, baseline_rewards)
         adv, returns = self.spec.advantage(inp, self.algo)
@@ -107,6 +107,16 @@ class Learner:
         opt.zero_grad(set_to_none=True)
         return float(grad_norm)
 
+    def _micro_batches(self, mb: torch.Tensor, size: int,
+                       norm: Normalizer) -> Iterator[tuple[torch.Tensor, Normalizer]]:
+        """Memory micro-batches of mini-batch ``mb``: their rows and their slice of ``norm``.
+
+        Loss groups (``norm``) and memory micro-batches are independent: a group may span
+        micro-batches or a micro-batch hold several groups; the loss is the same either way.
+        """
+        for pos in _chunks(torch.arange(len(mb)), size):
+            yield mb[pos], norm.select(pos)
+
     def update_critic(self, batch: ScoredBatch) -> dict[str, float]:
         """Fits the critic to ``batch.returns`` (BCE for SPPO); no-op without a critic."""
         if self.critic_kind is None:
@@ -114,16 +124,19 @@ class Learner:
         self.critic.train()
         stats: dict[str, list[float]] = defaultdict(list)
         micro = self.cfg.critic.micro_batch_size
+        # The constant length of seq-mean-token-sum-norm: the batch's own width is its longest response.
+        max_len = self.cfg.rollout.max_new_tokens
         for _ in range(self.algo.critic_epochs):
             for mb in self._minibatches(batch.rollout.size):
-                norm = self.critic_kind.normalizer(batch.rollout.response_mask[mb])
+                norm = self.critic_kind.normalizer(batch.rollout.response_mask[mb], max_len,
+                                                   self.algo.critic_loss_micro_batch)
                 mb_loss = 0.0  # micro-batch shares add up to the mini-batch loss
-                for idx in _chunks(mb, micro):
+                for idx, sub in self._micro_batches(mb, micro, norm):
                     roll = index_rollout(batch.rollout, idx)
                     idx = idx.to(self.device)
                     with self.autocast():
                         loss, _ = self.critic_kind.loss(self.critic, roll, batch.returns[idx],
-                                                        batch.values[idx], self.algo, norm)
+                                                        batch.values[idx], self.algo, sub)
                     loss.backward()
                     mb_loss += loss.item()
                 stats["critic/loss"].append(mb_loss)
@@ -136,14 +149,14 @@ class Learner:
         """Clipped-PPO epochs over mini-batches of the batch."""
         self.policy.train()
         T = batch.rollout.response_ids.shape[1]
-        temp = self.cfg.rollout.temperature
+        temp, max_len = self.cfg.rollout.temperature, self.cfg.rollout.max_new_tokens
         stats: dict[str, list[float]] = defaultdict(list)
         for _ in range(self.algo.ppo_epochs):
             for mb in self._minibatches(batch.rollout.size):
-                norm = Normalizer.of(batch.rollout.response_mask[mb])
+                norm = Normalizer.of(batch.rollout.response_mask[mb], max_len, self.algo.loss_micro_batch)
                 micro: dict[str, list[float]] = defaultdict(list)
-                for idx in _chunks(mb, self.cfg.model.micro_batch_size):
-                    self._actor_micro(batch, idx, T, temp, norm, micro)
+                for idx, sub in self._micro_batches(mb, self.cfg.model.micro_batch_size, norm):
+                    self._actor_micro(batch, idx, T, temp, sub, micro)
                 for k, v in micro.items():
                     # Loss shares add up over micro-batches; diagnostics are averaged.
                     stats[k].append(sum(v) if k.endswith("_loss") else sum(v) / len(v))

@@ -64,10 +64,21 @@ def _broadcast(adv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return adv.float().unsqueeze(-1) * mask
 
 
-def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Masked whitening ``(x - mean) / std`` over all masked-in entries."""
+def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8, unbiased: bool = False) -> torch.Tensor:
+    """Masked whitening ``(x - mean) / std`` over all masked-in entries.
+
+    Args:
+        x: ``[B, T]`` values.
+        mask: ``[B, T]``.
+        eps: Added to the variance.
+        unbiased: Bessel-corrected variance (times ``n / (n - 1)`` for ``n`` masked-in entries),
+            as the reference's ``masked_whiten``; the default is the population variance.
+    """
     mean = masked_mean(x, mask)
     var = masked_mean((x - mean) ** 2, mask)
+    if unbiased:
+        n = mask.float().sum()
+        var = var * n / (n - 1).clamp(min=1)
     return (x - mean) * torch.rsqrt(var + eps) * mask
 
 
@@ -107,17 +118,20 @@ def gae(inp: AdvantageInputs, cfg: Any) -> AdvantageOut:
     B, T = rewards.shape
     adv = torch.zeros_like(rewards)
     last = torch.zeros(B, device=rewards.device)
-    # Masked positions (right padding) carry the running value through unchanged.
+    next_v = torch.zeros_like(last)
+    # Masked positions carry the running advantage and the next value through unchanged, so
+    # a masked-out token inside a response (a hole) is skipped, as in the reference's GAE.
     for t in reversed(range(T)):
-        next_v = values[:, t + 1] if t + 1 < T else torch.zeros_like(last)
         delta = rewards[:, t] + cfg.gamma * next_v - values[:, t]
         new = delta + cfg.gamma * cfg.lam * last
-        last = torch.where(mask[:, t] > 0, new, last)
+        valid = mask[:, t] > 0
+        last = torch.where(valid, new, last)
+        next_v = torch.where(valid, values[:, t], next_v)
         adv[:, t] = last
     returns = (adv + values) * mask
     adv = adv * mask
     if cfg.whiten_advantages:
-        adv = whiten(adv, mask)
+        adv = whiten(adv, mask, unbiased=getattr(cfg, "whiten_unbiased", False))
     return adv, returns
 
 
@@ -144,7 +158,13 @@ def leave_one_out(inp: AdvantageInputs, cfg: Any) -> AdvantageOut:
 
 
 def greedy_baseline(inp: AdvantageInputs, cfg: Any) -> AdvantageOut:
-    """ReMax: baseline is the reward of the greedy response to the same prompt."""
+    """ReMax: reward-to-go minus the reward of the greedy response to the same prompt.
+
+    ``A_t = sum_{s >= t} r_s - b``: with KL-in-reward the token rewards ``r_s`` carry the KL
+    penalty, so each token is charged only the penalty of itself and the tokens after it.
+    Without KL every token gets ``R - b``.
+    """
     assert inp.baseline_rewards is not None, "ReMax needs baseline_rewards from a greedy rollout"
-    adv = inp.rewards - inp.baseline_rewards.float()
-    return _broadcast(adv, inp.response_mask), None
+    mask = inp.response_mask.float()
+    to_go = (inp.token_rewards.float() * mask).flip(-1).cumsum(-1).flip(-1)
+    return to_go - inp.baseline_rewards.float().unsqueeze(-1) * mask, None
