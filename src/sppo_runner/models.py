@@ -82,7 +82,9 @@ def load_critic(cfg: Any, device: torch.device) -> torch.nn.Module:
     """Loads the critic: a token-classification head with one output on a backbone.
 
     Any causal-LM checkpoint works: transformers keeps the backbone weights and
-    initializes the one-output ``score`` head.
+    initializes the one-output ``score`` head. Dropout is off: transformers' head defaults
+    to 0.1 when the config does not set ``classifier_dropout`` (Qwen2 configs do not), and
+    the reference's critic sets 0, so that training values are those the advantages used.
     """
     from transformers import AutoModelForTokenClassification
 
@@ -90,6 +92,10 @@ def load_critic(cfg: Any, device: torch.device) -> torch.nn.Module:
         AutoModelForTokenClassification, resolve_path(cfg.path, "critic"),
         num_labels=1, dtype=DTYPES[cfg.dtype], trust_remote_code=cfg.trust_remote_code,
     )
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    model.config.classifier_dropout = 0.0  # saved with the critic
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model.to(device)
