@@ -34,6 +34,29 @@ PAPER = {
 METHODS = {"sppo": ("sppo", 1, 0.0), "sppo_small_critic": ("sppo", 1, 0.0), "grpo": ("grpo", 8, 0.0),
            "ppo": ("ppo", 1, 0.0), "rloo": ("rloo", 5, 0.001), "remax": ("remax", 1, 0.001)}
 
+# The reference code, sustech-nlp/SPPO at 55e8a7236dab (a verl fork). Run scripts exist only for
+# SPPO; the baselines take the SPPO script of their size. "script:N" is line N of:
+SCRIPTS = {"1.5b": "run_scripts/run_ds1.5B_PPO_SEQUENCE_shuffle.sh",
+           "7b": "run_scripts/run_R1-7B_DAPO_SEQUENCE.sh and run_R1-7B_DAPO_SEQUENCE_small_critic.sh"}
+# algorithm.<key>: (1.5B value, 7B value, where it comes from).
+REFERENCE = {
+    "loss_agg": ("token-mean", "token-mean",
+                 "verl/trainer/config/actor/actor.yaml:72 loss_agg_mode (no script sets it)"),
+    # token-mean per micro-batch (core_algos.py:806-807), scaled by 1/accumulation steps
+    # (dp_actor.py:399-402, 420), gradients averaged over the GPUs: groups of the per-GPU size.
+    "loss_micro_batch": (2, 1, "script:38 actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu"),
+    "critic_loss_micro_batch": (1, 1, "script:60 critic.ppo_micro_batch_size_per_gpu"),
+    "kl_in_reward_estimator": ("k1", "k1", "verl/trainer/config/ppo_trainer.yaml:86 algorithm.kl_penalty: kl"),
+    "kl_estimator": ("k3_clamped", "k3_clamped",
+                     "verl/trainer/config/actor/actor.yaml:88 kl_loss_type: low_var_kl (core_algos.py:1459-1465)"),
+    "whiten_unbiased": (True, True, "verl/utils/torch_functional.py:188 masked_var(unbiased=True), masked_whiten:219"),
+    "dual_clip": (3.0, 3.0, "verl/trainer/config/actor/actor.yaml:69 clip_ratio_c"),
+    "clip_ratio_low": (0.2, 0.2, "verl/trainer/config/actor/actor.yaml:36"),
+    "clip_ratio_high": (0.2, 0.2, "verl/trainer/config/actor/actor.yaml:39"),
+    "kl_coef": (0.0, 0.0, "script:35 actor_rollout_ref.actor.use_kl_loss=False"),
+}
+PPO_VALUE_CLIP = (0.5, "verl/trainer/config/critic/critic.yaml:77 cliprange_value")
+
 
 def compose_experiment(name: str):
     _register()
@@ -48,15 +71,32 @@ def test_all_presets_present():
     assert want <= set(EXPERIMENTS)
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
-def test_preset_matches_paper_table(name):
+def typed_experiment(name: str):
     from sppo_runner.config import to_object
     from sppo_runner.rollout import BACKENDS
 
     cfg = compose_experiment(name)
     if cfg.rollout.backend not in BACKENDS:  # the native engine may not be registered yet
         cfg.rollout.backend = "hf"
-    c = to_object(cfg)  # validates too
+    return to_object(cfg)  # validates too
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_preset_follows_reference_code(name):
+    c = typed_experiment(name)
+    size = name.split("/")[0].removeprefix("paper_")
+    for key, (v15, v7, source) in REFERENCE.items():
+        got = getattr(c.algorithm, key)
+        got = getattr(got, "value", got)  # enums
+        want = v15 if size == "1.5b" else v7
+        assert got == want, f"{name}: algorithm.{key} = {got!r}, the reference has {want!r} ({source}, {SCRIPTS[size]})"
+    if c.algorithm.name == "ppo":
+        assert c.algorithm.value_clip == PPO_VALUE_CLIP[0], PPO_VALUE_CLIP[1]
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_preset_matches_paper_table(name):
+    c = typed_experiment(name)
     size, method = name.split("/")[0].removeprefix("paper_"), name.split("/")[1]
     t = PAPER[size]
     algo, n, kl_in_reward = METHODS[method]
