@@ -23,8 +23,8 @@ from omegaconf import OmegaConf
 
 from sppo_runner.benchmarks import eval_sampling, evaluate_sets, load_benchmarks, write_report
 from sppo_runner.data import load_eval_problems
-from sppo_runner.data.prompts import encode
-from sppo_runner.models import load_policy, load_tokenizer, resolve_device
+from sppo_runner.data.prompts import encode, longest_prompt, require_prompts
+from sppo_runner.models import check_context, load_policy, load_tokenizer, resolve_device
 from sppo_runner.rollout import make_engine
 from sppo_runner.session import engine_options
 from sppo_runner.tracking import Tracker
@@ -72,6 +72,8 @@ def evaluate_policy(cfg: Any, out_dir: Path) -> dict[str, Any]:
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
     policy = load_policy(cfg.model, device)
     sets = _sets(cfg, tokenizer)
+    require_prompts({f"benchmark {k}": v for k, v in sets.items()}, cfg.data)
+    check_context(cfg, "none", policy, None, longest_prompt(*sets.values()))
     engine = make_engine(cfg.rollout.backend, tokenizer, **engine_options(cfg.rollout))
     verifier = Verifier(extractors=tuple(cfg.verifier.extractors), timeout_s=cfg.verifier.timeout_s,
                         workers=cfg.verifier.workers or None)
