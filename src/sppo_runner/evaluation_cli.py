@@ -13,7 +13,6 @@ metrics ``eval/<benchmark>/...`` plus a table ``eval/table``.
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -96,13 +95,9 @@ def eval_app(cfg: Any) -> None:
     """Hydra entry point: compose -> typed, validated config -> :func:`evaluate_policy`."""
     from hydra.core.hydra_config import HydraConfig
 
-    from sppo_runner.config import ConfigError, to_object
-    from sppo_runner.data.sources import BadRowError
+    from sppo_runner.cli import reported
+    from sppo_runner.config import to_object
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        config = to_object(cfg)
-        evaluate_policy(config, out_dir)
-    except (ConfigError, FileNotFoundError, BadRowError) as err:  # ModelNotFoundError is a FileNotFoundError
-        print(f"sppo-eval: {err}", file=sys.stderr)
-        sys.exit(2)
+    with reported("sppo-eval", out_dir):  # one line and exit 2 for bad input, the traceback in the log
+        evaluate_policy(to_object(cfg), out_dir)
