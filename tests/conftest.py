@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
+DRIVER = Path(__file__).with_name("cli_driver.py")  # sppo-run with a patched timing or fault
 SHARED_DATA = Path(os.environ.get("SPPO_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 # Tests run on 2 cores next to each other's worker processes: keep torch to one thread.
@@ -64,6 +65,11 @@ def small_run_overrides(tiny_models, steps: int = 2) -> list[str]:
         "data.prompts_per_step=4", "data.train_size=64", "eval.n_problems=4", "eval.k=2",
         "rollout.max_new_tokens=8", "verifier.workers=1", "trainer.threads=1", "rollout.backend=hf",
     ]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """Environment for subprocess runs of the commands: one thread, short Hydra errors."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0", **extra}
 
 
 def assert_greedy_agrees(model, ours, ref, min_compared: float = 0.5) -> float:

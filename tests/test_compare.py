@@ -176,8 +176,11 @@ def test_main_out_target_and_errors(sweep, tmp_path, capsys, monkeypatch):
                          "--target", "0.5"]) == 0
     assert json.loads((out / "comparison.json").read_text())["algorithms"]["grpo"]["time_to_target_mean"] == 10.0
     monkeypatch.chdir(tmp_path)
-    assert compare.main([str(sweep / "sppo-seed0")]) == 0  # one run folder: default ./comparison
-    assert (tmp_path / "comparison" / "comparison.md").is_file()
+    # Run folders (not a multirun folder): a new outputs/compare/<date>/<time>, none in the working tree.
+    assert compare.main([str(sweep / "sppo-seed0")]) == 0
+    assert compare.main([str(sweep / "sppo-seed0"), str(sweep / "sppo-seed1")]) == 0
+    reports = sorted(p.parent for p in (tmp_path / "outputs" / "compare").glob("*/*/comparison.md"))
+    assert len(reports) == 2 and not (tmp_path / "comparison").exists()
     empty = tmp_path / "empty"
     empty.mkdir()
     for argv in ([str(empty)], [str(sweep), "--target", "60"], [str(tmp_path / "missing")]):
@@ -189,7 +192,6 @@ def test_main_out_target_and_errors(sweep, tmp_path, capsys, monkeypatch):
 
 def test_end_to_end_on_real_tiny_runs(tiny_models, tmp_path, capsys):
     from conftest import make_config, small_run_overrides
-    from omegaconf import OmegaConf
 
     from sppo_runner.run import run
 
@@ -197,11 +199,7 @@ def test_end_to_end_on_real_tiny_runs(tiny_models, tmp_path, capsys):
     for algo in ("sppo", "grpo"):
         for seed in (0, 1):
             cfg = make_config(algo, small_run_overrides(tiny_models, steps=1) + [f"seed={seed}"])
-            run_dir = root / f"{algo}-seed{seed}"
-            run_dir.mkdir(parents=True)
-            # run() leaves config.yaml to the CLI; write it the same way.
-            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg), resolve=True))
-            run(cfg, run_dir)
+            run(cfg, root / f"{algo}-seed{seed}")  # writes config.yaml too
     assert compare.main([str(root)]) == 0
     assert "| grpo | 2 |" in capsys.readouterr().out
     data = json.loads((root / "comparison.json").read_text())

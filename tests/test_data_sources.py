@@ -178,3 +178,56 @@ def test_hub_source_uses_datasets_without_download(monkeypatch):
     assert calls == [("openai/gsm8k", "main", "train"), ("openai/gsm8k", "main", "test")]
     assert len(train) == 5 and [p.answer for p in held] == ["1000", "2000"]
     assert train[0].source == "openai/gsm8k"
+
+
+# ---- bad data that got through or failed without a location (issue #12, item 5) -------------
+def _good(i: int) -> bytes:
+    return json.dumps({"prompt": f"q{i}?", "answer": str(i)}).encode() + b"\n"
+
+
+def test_non_utf8_bytes_name_the_file_and_row_and_can_be_skipped(tmp_path):
+    jl = tmp_path / "latin1.jsonl"
+    jl.write_bytes(_good(0) + '{"prompt": "caf\u00e9?", "answer": "1"}\n'.encode("latin-1") + _good(2))
+    cfg = file_cfg(jl, answer_key="answer", heldout_size=0)
+    with pytest.raises(BadRowError, match=r"latin1\.jsonl, row 1: not valid UTF-8 \(byte 15 of line 2\)"):
+        load_train_problems(cfg)
+    assert [p.answer for p in load_train_problems(replace(cfg, bad_rows="skip"))] == ["0", "2"]
+    csv_path = tmp_path / "latin1.csv"
+    csv_path.write_bytes(b"prompt,answer\nq0?,0\n" + "caf\u00e9?,1\n".encode("latin-1") + b"q2?,2\n")
+    csv_cfg = file_cfg(csv_path, answer_key="answer", heldout_size=0)
+    with pytest.raises(BadRowError, match=r"latin1\.csv, row 1: not valid UTF-8"):
+        load_train_problems(csv_cfg)
+    assert [p.answer for p in load_train_problems(replace(csv_cfg, bad_rows="skip"))] == ["0", "2"]
+
+
+@pytest.mark.parametrize("content", [b"", b"prompt,answer\nq?,1\n"], ids=["empty", "text"])
+def test_a_parquet_file_that_is_not_parquet_is_named(tmp_path, content):
+    from sppo_runner.errors import DataFileError
+
+    path = tmp_path / "train.parquet"
+    path.write_bytes(content)
+    with pytest.raises(DataFileError, match=rf"{path}: not a readable parquet file \({len(content)} bytes"):
+        load_train_problems(file_cfg(path))
+    with pytest.raises(DataFileError, match=str(path)):
+        load_benchmark(str(path), file_cfg(path))
+
+
+def test_nan_and_structured_answers_are_bad_rows(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    jl = tmp_path / "odd.jsonl"
+    jl.write_bytes(_good(0) + b'{"prompt": "q1?", "answer": NaN}\n' + b'{"prompt": "q2?", "answer": {"v": 2}}\n'
+                   + b'{"prompt": "q3?", "answer": true}\n' + b"[1, 2]\n" + _good(5))
+    cfg = file_cfg(jl, answer_key="answer", heldout_size=0)
+    with pytest.raises(BadRowError, match=r"odd\.jsonl, row 1: answer is nan"):
+        load_train_problems(cfg)
+    assert [p.answer for p in load_train_problems(replace(cfg, bad_rows="skip"))] == ["0", "5"]
+    for value, message in ((float("nan"), "answer is nan"), ({"v": 2}, "answer is a dict"), (True, "answer is a bool")):
+        with pytest.raises(ValueError, match=message):
+            to_ground_truth(value)
+    # A pandas-style parquet with a missing float answer: the row is named, not graded as "nan".
+    path = tmp_path / "num.parquet"
+    pq.write_table(pa.table({"prompt": ["a?", "b?"], "answer": [1.5, float("nan")]}), path)
+    with pytest.raises(BadRowError, match=r"num\.parquet, row 1: answer is nan"):
+        load_train_problems(file_cfg(path, answer_key="answer", heldout_size=0))

@@ -2,7 +2,9 @@
 
 A checkpoint is a folder ``checkpoints/step_<N>/`` with ``policy/`` and ``critic/``
 (``save_pretrained``) and ``trainer_state.pt``. It is written to a temporary
-folder and renamed, so a process killed mid-save never leaves a torn checkpoint.
+folder and renamed, so a process killed mid-save never leaves a torn checkpoint; a write that
+fails (a full disk) removes the temporary folder and raises one clear error naming the
+complete checkpoint that is left.
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ from typing import Any, Optional
 
 import torch
 
+from sppo_runner.errors import DiskFullError, UserError, is_disk_full
+
 _STEP = re.compile(r"^step_(\d+)$")
+
+
+class CheckpointError(UserError):
+    """A checkpoint could not be written or read; the message names it and what is left."""
 
 
 @dataclass
@@ -83,17 +91,42 @@ def save(run_dir: Path, counters: Counters, models: dict[str, Any], tokenizer: A
     final = root / f"step_{counters.step}"
     tmp = root / f".tmp_step_{counters.step}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, model in models.items():
-        if model is not None:
-            model.save_pretrained(tmp / name)
-    tokenizer.save_pretrained(tmp / "policy")
-    torch.save({**state, "counters": asdict(counters)}, tmp / "trainer_state.pt")
+    try:
+        tmp.mkdir(parents=True)
+        for name, model in models.items():
+            if model is not None:
+                model.save_pretrained(tmp / name)
+        tokenizer.save_pretrained(tmp / "policy")
+        torch.save({**state, "counters": asdict(counters)}, tmp / "trainer_state.pt")
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)  # a partial checkpoint only takes space
+        clear = _write_error(run_dir, final, err)
+        if clear is None:
+            raise
+        raise clear from err
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     for old in list_checkpoints(run_dir)[: -max(1, keep)]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _write_error(run_dir: Path, final: Path, err: BaseException) -> Optional[UserError]:
+    """A full disk (or another OS error) while writing a checkpoint as one clear error.
+
+    The raw error (safetensors' ``SafetensorError``, ``OSError`` from ``torch.save``) names
+    neither the checkpoint nor what is left; anything else (a bug, Ctrl-C) is passed on as is.
+    """
+    if not (is_disk_full(err) or isinstance(err, OSError)):
+        return None
+    full, prev = is_disk_full(err), latest(run_dir)
+    left = "there is no earlier checkpoint: the run has to start again"
+    if prev:
+        then = "free some space, then continue" if full else "continue"
+        left = f"the latest complete checkpoint, {prev.name}, is intact: {then} with: sppo-run resume={run_dir}"
+    if full:
+        return DiskFullError(f"could not write checkpoint {final}: the disk is full; {left}")
+    return CheckpointError(f"could not write checkpoint {final} ({err}); {left}")
 
 
 def load_state(ckpt: Path) -> dict[str, Any]:

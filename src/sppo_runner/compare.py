@@ -15,6 +15,9 @@ seeds that reach it.
 Usage::
 
     sppo-compare outputs/multirun/2025-01-01/12-00-00 [--target 0.4] [--out DIR]
+
+The report goes into the multirun folder when one is given, else into a new
+``outputs/compare/<date>/<time>`` (``--out`` picks another).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from sppo_runner.rundir import new_stamped_folder
 
 ACC = "eval/mean@k"
 # x-axis name -> (metrics.jsonl key, axis label); every eval line carries all three.
@@ -360,7 +365,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="accuracy for time-to-target, a fraction in [0, 1] (default: GRPO's mean final "
                         "accuracy when GRPO ran, else the best algorithm's)")
     p.add_argument("--out", type=Path, default=None,
-                   help="report folder (default: the multirun folder when one is given, else ./comparison)")
+                   help="report folder (default: the multirun folder when one is given, else a new "
+                        "outputs/compare/<date>/<time>)")
     args = p.parse_args(argv)
     if args.target is not None and not 0.0 <= args.target <= 1.0:  # NaN fails the comparison too
         p.error(f"--target must be a fraction in [0, 1], got {args.target}")
@@ -381,7 +387,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out
     if out is None:
         single = args.paths[0]
-        out = single if len(args.paths) == 1 and not (single / "summary.json").is_file() else Path("comparison")
+        # Several runs: a new folder under outputs/ (ignored by git), never one in the working tree.
+        out = single if len(args.paths) == 1 and not (single / "summary.json").is_file() else \
+            new_stamped_folder("outputs/compare")
     summary = write_report(load_runs(done), out, args.target)
     print(markdown(summary), end="")
     if unfinished:

@@ -13,7 +13,6 @@ metrics ``eval/<benchmark>/...`` plus a table ``eval/table``.
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ from omegaconf import OmegaConf
 
 from sppo_runner.benchmarks import eval_sampling, evaluate_sets, load_benchmarks, write_report
 from sppo_runner.data import load_eval_problems
-from sppo_runner.data.prompts import encode
-from sppo_runner.models import load_policy, load_tokenizer, resolve_device
+from sppo_runner.data.prompts import encode, longest_prompt, require_prompts
+from sppo_runner.models import check_context, load_policy, load_tokenizer, resolve_device
 from sppo_runner.rollout import make_engine
 from sppo_runner.session import engine_options
 from sppo_runner.tracking import Tracker
@@ -72,6 +71,8 @@ def evaluate_policy(cfg: Any, out_dir: Path) -> dict[str, Any]:
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
     policy = load_policy(cfg.model, device)
     sets = _sets(cfg, tokenizer)
+    require_prompts({f"benchmark {k}": v for k, v in sets.items()}, cfg.data)
+    check_context(cfg, "none", policy, None, longest_prompt(*sets.values()))
     engine = make_engine(cfg.rollout.backend, tokenizer, **engine_options(cfg.rollout))
     verifier = Verifier(extractors=tuple(cfg.verifier.extractors), timeout_s=cfg.verifier.timeout_s,
                         workers=cfg.verifier.workers or None)
@@ -94,13 +95,9 @@ def eval_app(cfg: Any) -> None:
     """Hydra entry point: compose -> typed, validated config -> :func:`evaluate_policy`."""
     from hydra.core.hydra_config import HydraConfig
 
-    from sppo_runner.config import ConfigError, to_object
-    from sppo_runner.data.sources import BadRowError
+    from sppo_runner.cli import reported
+    from sppo_runner.config import to_object
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        config = to_object(cfg)
-        evaluate_policy(config, out_dir)
-    except (ConfigError, FileNotFoundError, BadRowError) as err:  # ModelNotFoundError is a FileNotFoundError
-        print(f"sppo-eval: {err}", file=sys.stderr)
-        sys.exit(2)
+    with reported("sppo-eval", out_dir):  # one line and exit 2 for bad input, the traceback in the log
+        evaluate_policy(to_object(cfg), out_dir)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -19,13 +17,14 @@ from typing import Any, Optional
 
 import torch
 
-from sppo_runner import plots
+from sppo_runner import plots, rundir
 from sppo_runner.batch import RolloutBatch, ScoredBatch
 from sppo_runner.benchmarks import eval_sampling, evaluate_sets, write_report
 from sppo_runner.evaluation import evaluate
 from sppo_runner.rollout.base import SamplingParams
-from sppo_runner.session import Session, build_session
-from sppo_runner.telemetry import memory_metrics
+from sppo_runner.session import Session, build_session, dist_info
+from sppo_runner.signals import StopFlag
+from sppo_runner.telemetry import memory_metrics, reset_peak_memory
 
 log = logging.getLogger(__name__)
 
@@ -155,19 +154,7 @@ def _update_wall(s: Session, t_start: float) -> None:
     s.counters.wall_seconds = s.history.get("wall_before", 0.0) + time.perf_counter() - t_start
 
 
-class _StopFlag:
-    """SIGTERM/SIGINT ask the loop to stop at the next step boundary and checkpoint."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self, signum: int, frame: Any) -> None:
-        if self.requested:  # a second signal: stop now
-            raise KeyboardInterrupt
-        self.requested = True
-
-
-def train(s: Session, stop: _StopFlag, t_start: float) -> str:
+def train(s: Session, stop: StopFlag, t_start: float) -> str:
     """Runs steps until a budget is reached or a stop is requested; returns why it stopped."""
     t = s.cfg.trainer
     while (reason := s.counters.budget_reached(t)) is None:
@@ -237,15 +224,24 @@ def run(cfg: Any, run_dir: Optional[Path] = None) -> dict[str, Any]:
         run_dir: Output folder; defaults to ``cfg.resume`` or ``cfg.run_dir`` or ``outputs/run``.
 
     Returns:
-        The summary dictionary (also written to ``summary.json``).
+        The summary dictionary (also written to ``summary.json``); an interrupted run returns
+        ``{"stop_reason": "interrupted", "steps": N, "signal": signum}``.
+
+    Raises:
+        RunFolderError: The folder is in use, or holds another run and ``cfg.resume`` is not set.
+        ResumeError: ``cfg.resume`` cannot continue the folder.
     """
     run_dir = Path(run_dir or cfg.resume or cfg.run_dir or "outputs/run")
+    with rundir.open_run(cfg, run_dir, rank=dist_info()[0]):  # lock, checks, config.yaml
+        return _run(cfg, run_dir)
+
+
+def _run(cfg: Any, run_dir: Path) -> dict[str, Any]:
+    reset_peak_memory()  # the run's own peak, not an earlier sweep job's
     t_start = time.perf_counter()
     s = build_session(cfg, run_dir)
-    stop = _StopFlag()
-    # Signal handlers can only be installed from the main thread (not in e.g. a notebook worker).
-    in_main = threading.current_thread() is threading.main_thread()
-    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
+    stop = StopFlag()
+    old = stop.install()
     try:
         s.history["wall_before"] = s.counters.wall_seconds
         if "eval_before" not in s.history:
@@ -256,11 +252,10 @@ def run(cfg: Any, run_dir: Optional[Path] = None) -> dict[str, Any]:
         reason = train(s, stop, t_start)
         if reason == "interrupted":
             s.tracker.write(f"stopped at step {s.counters.step}; continue with: sppo-run resume={run_dir}")
-            return {"stop_reason": reason, "steps": s.counters.step}
+            return {"stop_reason": reason, "steps": s.counters.step, "signal": stop.signum}
         return finish(s, reason, t_start)
     finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+        stop.restore(old)
         s.close()
 
 

@@ -22,9 +22,10 @@ from sppo_runner.algorithms import ALGORITHMS, AlgorithmSpec
 from sppo_runner.benchmarks import load_benchmarks
 from sppo_runner.checkpoint import Counters
 from sppo_runner.data import load_datasets
-from sppo_runner.data.prompts import EncodedProblems, encode
+from sppo_runner.data.prompts import EncodedProblems, encode, longest_prompt, require_prompts
 from sppo_runner.data.sampler import PromptSampler
 from sppo_runner.learner import Learner
+from sppo_runner.models import check_context
 from sppo_runner.models import load_critic, load_policy, load_reference, load_tokenizer, n_params, resolve_device
 from sppo_runner.rollout import make_engine
 from sppo_runner.rollout.base import SamplingParams
@@ -145,6 +146,9 @@ def build_session(cfg: Any, run_dir: Path) -> Session:
     train = encode(train_problems, tokenizer, cfg.data)
     heldout = encode(heldout_problems, tokenizer, cfg.data)
     benchmarks = load_benchmarks(cfg, tokenizer)
+    require_prompts({"training set": train, "held-out set": heldout, **{f"benchmark {k}": v for k, v in benchmarks.items()}},
+                    cfg.data)
+    check_context(cfg, spec.critic, policy, critic, longest_prompt(train, heldout, *benchmarks.values()))
     learner = Learner(spec, cfg, policy, critic, ref, seed=cfg.seed)
     sampler = PromptSampler(len(train.problems), cfg.data.prompts_per_step, cfg.seed, rank, world)
     config_dict = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)

@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
+from sppo_runner.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -43,12 +45,55 @@ def _clean(v: Any) -> Any:
     return v
 
 
+class LogFileError(UserError, ValueError):
+    """A line of metrics.jsonl / samples.jsonl other than the last is not a JSON object."""
+
+
+def _row(line: bytes) -> Optional[dict]:
+    try:
+        row = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return row if isinstance(row, dict) else None
+
+
 def truncate_jsonl(path: Path, last_step: int) -> None:
-    """Drops lines logged after ``last_step`` (used when resuming from a checkpoint)."""
+    """Drops lines logged after ``last_step`` (used when resuming from a checkpoint).
+
+    A torn last line (a write cut short by a full disk or a kill) is dropped with a warning.
+    The file is replaced atomically, so a disk that is still full leaves it as it was.
+
+    Raises:
+        LogFileError: A line before the last is not a JSON object (naming the file and line).
+    """
     if not path.exists():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= last_step]
-    path.write_text("".join(ln + "\n" for ln in keep))
+    lines = path.read_bytes().split(b"\n")
+    filled = [i for i, ln in enumerate(lines) if ln.strip()]
+    keep = []
+    for i in filled:
+        row = _row(lines[i])
+        if row is None and i == filled[-1]:
+            log.warning("%s: dropped its torn last line (line %d, %d bytes): a write there was cut short",
+                        path, i + 1, len(lines[i]))
+        elif row is None:
+            raise LogFileError(f"{path}, line {i + 1}: not a JSON object; delete or repair that line, then resume again")
+        elif row.get("step", 0) <= last_step:
+            keep.append(lines[i] + b"\n")
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_bytes(b"".join(keep))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def offline_sync_command(run_dir: Path, run_id: str) -> str:
+    """``wandb sync`` for every offline segment of a W&B run (a resumed run has one per resume)."""
+    dirs = sorted(str(p) for p in (Path(run_dir) / "wandb").glob(f"offline-run-*-{run_id}") if p.is_dir())
+    if len(dirs) > 1:
+        return f"wandb sync --id {run_id} {' '.join(dirs)}"
+    return f"wandb sync {dirs[0] if dirs else Path(run_dir) / 'wandb'}"
 
 
 class Tracker:
@@ -92,7 +137,7 @@ class Tracker:
         w = self.cfg.wandb
         # Algorithm and seed tags make sweep runs filterable on the dashboard.
         tags = [*w.tags, f"algorithm:{config['algorithm']['name']}", f"seed:{config['seed']}"]
-        kwargs = dict(project=w.project, entity=w.entity, group=w.group, tags=tags, config=config,
+        kwargs = dict(project=w.project, entity=w.entity, group=w.group, name=w.name, tags=tags, config=config,
                       dir=str(self.run_dir), id=wandb_id, resume="allow" if wandb_id else None, reinit=True)
         try:
             self.wandb = wandb.init(mode=mode, settings=wandb.Settings(init_timeout=w.init_timeout_s), **kwargs)
@@ -150,7 +195,7 @@ class Tracker:
         if self.wandb is not None:
             for k, v in summary.items():
                 self.wandb.summary[k] = v
-            run_path = Path(self.wandb.dir).parent
+            run_id = self.wandb.id
             self.wandb.finish()
             if self.wandb_mode == "offline":
-                print(f"W&B logged offline; upload with: wandb sync {run_path}", flush=True)
+                print(f"W&B logged offline; upload with: {offline_sync_command(self.run_dir, run_id)}", flush=True)

@@ -7,8 +7,13 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from sppo_runner.data.problem import Problem
+from sppo_runner.errors import UserError
 
 log = logging.getLogger(__name__)
+
+
+class EmptyDataError(UserError, ValueError):
+    """A training, held-out or benchmark set has no problems left; the message says why."""
 
 
 def with_suffix(prompt: str, suffix: str) -> str:
@@ -66,3 +71,24 @@ def encode(problems: Sequence[Problem], tokenizer: Any, cfg: Any) -> EncodedProb
     if out.n_filtered or out.n_truncated:
         log.info("prompts over %d tokens: %d filtered, %d truncated", limit, out.n_filtered, out.n_truncated)
     return out
+
+
+def require_prompts(sets: dict[str, EncodedProblems], cfg: Any) -> None:
+    """Refuses an empty set (name -> encoded problems), saying whether the length filter emptied it.
+
+    Raises:
+        EmptyDataError: Naming the set and what to change.
+    """
+    for name, enc in sets.items():
+        if enc.problems:
+            continue
+        why = ""
+        if enc.n_filtered:
+            why = (f": all {enc.n_filtered} prompts are longer than data.max_prompt_tokens={cfg.max_prompt_tokens} "
+                   f"(raise it, or set data.long_prompts=truncate)")
+        raise EmptyDataError(f"the {name} is empty{why}")
+
+
+def longest_prompt(*sets: EncodedProblems) -> int:
+    """The most prompt tokens of any problem in ``sets`` (0 when all are empty)."""
+    return max((len(ids) for enc in sets for ids in enc.token_ids), default=0)

@@ -28,6 +28,8 @@ import csv
 import hashlib
 import json
 import logging
+import math
+import numbers
 import os
 import re
 from collections.abc import Iterator
@@ -36,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from sppo_runner.data.problem import Problem
+from sppo_runner.data.prompts import EmptyDataError
+from sppo_runner.errors import DataFileError, UserError
 from sppo_runner.verifier.extract import extract_boxed, extract_gsm8k
 
 log = logging.getLogger(__name__)
@@ -43,9 +47,10 @@ log = logging.getLogger(__name__)
 DEFAULT_DATA_DIR = "../shared/data"
 FILE_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv")
 _THOUSANDS = re.compile(r"^-?\d{1,3}(,\d{3})+(\.\d+)?$")
+_SURROGATE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8 (surrogateescape)
 
 
-class BadRowError(ValueError):
+class BadRowError(UserError, ValueError):
     """A row lacks a usable prompt or answer; the message names the file and row."""
 
 
@@ -107,6 +112,11 @@ def to_ground_truth(value: Any, fmt: str = "auto") -> str:
     """
     if value is None:
         raise ValueError("answer is missing")
+    if isinstance(value, bool) or not isinstance(value, (str, numbers.Number)):
+        # str() of a dict or list would become a ground truth that no response can match sensibly.
+        raise ValueError(f"answer is a {type(value).__name__} ({str(value)[:60]!r}), not text or a number")
+    if isinstance(value, numbers.Real) and not math.isfinite(value):
+        raise ValueError(f"answer is {value} (a missing value in the file?)")
     text = str(value).strip()
     if fmt == "auto":
         fmt = "gsm8k" if "####" in text else "boxed" if ("\\boxed" in text or "\\fbox" in text) else "raw"
@@ -150,28 +160,67 @@ def _columns(cfg: Any) -> list[str]:
     return sorted({k.split(".")[0] for k in keys} | {"extra_info"})
 
 
+def _parquet(path: Path, read):
+    """Runs ``read(pyarrow.parquet)``; a file that is not parquet becomes a DataFileError naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return read(pq)
+    except (pa.ArrowException, OSError) as err:
+        size = path.stat().st_size if path.exists() else 0
+        raise DataFileError(f"{path}: not a readable parquet file ({size} bytes; {err})") from err
+
+
+def _jsonl_row(raw: bytes, line: int) -> dict:
+    """One JSONL line as a row, or an error row that :func:`rows_to_problems` reports or skips."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return {"__error__": f"not valid UTF-8 (byte {err.start} of line {line + 1})", "__line__": line}
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as err:
+        return {"__error__": f"invalid JSON ({err.msg})", "__line__": line}
+    return row if isinstance(row, dict) else {"__error__": "not a JSON object", "__line__": line}
+
+
+def _csv_rows(path: Path) -> Iterator[dict]:
+    # Undecodable bytes are kept as surrogates so that the one bad row can be reported or skipped.
+    with path.open(encoding="utf-8", errors="surrogateescape", newline="") as f:
+        reader = csv.DictReader(f)
+        try:
+            for row in reader:
+                if any(_SURROGATE.search(v) for v in row.values() if isinstance(v, str)):
+                    row = {"__error__": f"not valid UTF-8 (line {reader.line_num})"}
+                yield row
+        except csv.Error as err:
+            raise DataFileError(f"{path}, line {reader.line_num}: not readable as CSV ({err})") from err
+
+
 def iter_file_rows(path: Path, columns: list[str] | None = None) -> Iterator[dict]:
-    """Rows of a .parquet / .jsonl / .json / .csv file as dicts (parquet reads only ``columns``)."""
+    """Rows of a .parquet / .jsonl / .json / .csv file as dicts (parquet reads only ``columns``).
+
+    A line that is not UTF-8 or not a JSON object yields an error row (reported or skipped with
+    its row number by :func:`rows_to_problems`).
+
+    Raises:
+        DataFileError: The file as a whole cannot be read (an empty or non-parquet ``.parquet``).
+    """
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        names = pq.read_schema(path).names
+        names = _parquet(path, lambda pq: pq.read_schema(path).names)
         cols = [c for c in columns if c in names] if columns else None
-        yield from pq.read_table(path, columns=cols).to_pylist()
+        yield from _parquet(path, lambda pq: pq.read_table(path, columns=cols).to_pylist())
     elif suffix in (".jsonl", ".json"):
-        with path.open(encoding="utf-8") as f:
+        with path.open("rb") as f:
             for i, line in enumerate(f):
                 if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as err:
-                        yield {"__error__": f"invalid JSON ({err.msg})", "__line__": i}
+                    yield _jsonl_row(line, i)
     elif suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as f:
-            yield from csv.DictReader(f)
+        yield from _csv_rows(path)
     else:
-        raise ValueError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(FILE_SUFFIXES)}")
+        raise DataFileError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(FILE_SUFFIXES)}")
 
 
 def iter_hub_rows(name: str, subset: str | None, split: str) -> Iterator[dict]:
@@ -256,7 +305,7 @@ def _split_off(problems: list[Problem], size: int) -> tuple[list[Problem], list[
 
 def _checked_train(problems: list[Problem], cfg: Any) -> list[Problem]:
     if not problems:
-        raise ValueError(f"no training problems left from {cfg.path or cfg.name} (check data.max_rows/heldout_size)")
+        raise EmptyDataError(f"no training problems left from {cfg.path or cfg.name} (check data.max_rows/heldout_size)")
     log.info("training set: %d problems from %s", len(problems), cfg.path or cfg.name)
     return problems
 
@@ -291,9 +340,7 @@ def load_heldout(cfg: Any, n: int) -> list[Problem]:
 
 def _top_level_keys(path: Path) -> set[str]:
     if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
-        return set(pq.read_schema(path).names)
+        return set(_parquet(path, lambda pq: pq.read_schema(path).names))
     first = next(iter_file_rows(path), {})
     return set(first)
 
