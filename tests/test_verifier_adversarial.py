@@ -95,6 +95,23 @@ HOSTILE = [
     pytest.param("\\boxed{" + "\\sqrt{" * 300 + "2" + "}" * 300 + "}", "2", id="deep-sqrt"),
     pytest.param("\\boxed{\\sum_{n=1}^{\\infty} n}", "-1/12", id="unsupported"),
     pytest.param("\\boxed{\u202e\u200b\ufeff}", "1", id="unicode-junk"),
+    # answer forms of issue 16: labels, sets, ratios, roundings, angles, families
+    pytest.param("\\boxed{(\\pm1,\\pm2,\\pm3,\\pm4)}", "(1,2,3,4)", id="pm-explosion"),
+    pytest.param("\\boxed{\\frac{1\\pm2}{3\\pm4}\\pm5}", "1", id="pm-in-fractions"),
+    pytest.param("\\boxed{" + "1:" * 400 + "1}", "1", id="long-ratio"),
+    pytest.param("\\boxed{" + "\\lceil " * 60 + "x" + "\\rceil " * 60 + "}", "1",
+                 id="deep-ceiling"),
+    pytest.param("\\boxed{" + "\\{x | " * 60 + "x>0" + "\\}" * 60 + "}", "1",
+                 id="nested-set-builders"),
+    pytest.param("\\boxed{" + "f(x)=" * 150 + "1}", "2", id="label-chain"),
+    pytest.param("\\boxed{" + "\\text{only } " * 70 + "0}", "0", id="filler-flood"),
+    pytest.param("\\boxed{" + "1th " * 200 + "}", "1", id="ordinal-flood"),
+    pytest.param("\\boxed{60^\\circ" + " 42'" * 150 + "}", "60.7^\\circ", id="minute-flood"),
+    pytest.param("\\boxed{k\\pi" + ", k \\in \\mathbb{Z}" * 60 + "}", "n\\pi+1",
+                 id="declaration-flood"),
+    pytest.param("\\boxed{10^{9999}}", "1.36e999", id="huge-vs-rounded-gold"),
+    pytest.param("\\boxed{x \\approx 1" + "0" * 900 + ".5}", "3.14", id="huge-approx"),
+    pytest.param("\\boxed{\\text{not } 0}", "0", id="negated-text"),
 ]
 
 

@@ -1,12 +1,15 @@
 """Self-consistency of the verifier on the real ground truths in ../shared/data.
 
 Every ground truth must grade correct against itself in a box, and wrong
-against the ground truth of another problem with a different answer.
+against the ground truth of another problem with a different answer and
+against near misses of itself (a changed or dropped digit, a flipped interval
+bracket, swapped pair entries).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -90,3 +93,46 @@ def test_ground_truths_self_consistent(verifier, name):
           f"self_correct={correct_rate:.4%} other_wrong={wrong_rate:.4%}")
     assert correct_rate >= MIN_RATE, misses
     assert wrong_rate >= MIN_RATE, false_pos
+
+
+def near_misses(gold: str) -> list[str]:
+    """Answers one small step away from a ground truth, all of them wrong.
+
+    A number gets its last digit changed, a decimal also loses its last digit
+    (unless that digit is a 0) or its fraction; an interval gets its left bracket
+    flipped; a pair of different entries is swapped.
+    """
+    g = gold.strip()
+    out = []
+    if _NUMBER_RE.match(g):
+        out.append(g[:-1] + str((int(g[-1]) + 1) % 10))
+        if "." in g and g[-1] != "0" and not g.endswith(".0"):
+            head, frac = g.split(".")
+            out.append(head + "." + frac[:-1] if len(frac) > 1 else head)
+    m = _PAIR_RE.match(g)
+    if m and m.group(2).strip() != m.group(3).strip():
+        left, a, b, right = m.groups()
+        if left + right in ("()", "[]", "(]", "[)") and "infty" not in g:
+            flipped = {"(": "[", "[": "("}[left]
+            out.append(f"{flipped}{a},{b}{right}")
+        if left + right == "()":
+            out.append(f"({b},{a})")
+    return out
+
+
+_NUMBER_RE = re.compile(r"^-?\d+(?:\.\d+)?$")
+_PAIR_RE = re.compile(r"^(\(|\[)([^,()\[\]]+),([^,()\[\]]+)(\)|\])$")
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_near_misses_of_ground_truths_rejected(verifier, name):
+    """The rounding rule and the new forms must not turn a near miss into a match."""
+    golds, _ = load_ground_truths(name)
+    pairs = [(miss, g) for g in golds for miss in near_misses(g)]
+    if not pairs:
+        pytest.skip(f"{name}: no ground truth with a near miss")
+    out = verifier.grade_batch(
+        ["The answer is $\\boxed{" + a + "}$." for a, _ in pairs], [g for _, g in pairs])
+    accepted = [(a, g) for (a, g), v in zip(pairs, out) if v.status == "correct"]
+    print(f"\n{name}: near misses={len(pairs)} accepted={len(accepted)}")
+    assert not accepted, accepted[:10]

@@ -8,12 +8,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
+from .approx import rounded_gold, rounds_to
 from .extract import DEFAULT_EXTRACTORS, extract, validate_extractors
 from .normalize import (
     choice_letter,
+    has_degree_mark,
     is_text_answer,
     normalize,
     number_candidates,
+    split_percent,
     text_key,
 )
 from .pool import WorkerPool
@@ -55,6 +58,8 @@ class _Gold:
     numbers: tuple[Fraction, ...] | None
     letter: str | None
     is_text: bool  # a word answer such as \text{Evelyn}: compared as text only
+    rounded: tuple[tuple[Fraction, Fraction], ...]  # (value, half ulp) if shown rounded
+    with_degrees: str | None  # the form keeping degree signs, when it has any
 
 
 @dataclass
@@ -67,8 +72,19 @@ class _Prepared:
     extracted: str | None = None
 
 
-def _numbers_match(a: tuple[Fraction, ...], g: tuple[Fraction, ...]) -> bool:
-    return any(x == y for x in a for y in g)
+def _numbers_match(a: tuple[Fraction, ...], g: _Gold) -> bool:
+    if any(x == y for x in a for y in g.numbers):
+        return True
+    return any(rounds_to(x, value, half) for x in a for value, half in g.rounded)
+
+
+def _rounded(norm: str) -> tuple[tuple[Fraction, Fraction], ...]:
+    """``(value, half_ulp)`` of a gold decimal read as rounded (and of x/100 for x%)."""
+    body, is_percent = split_percent(norm)
+    spec = rounded_gold(body)
+    if spec is None:
+        return ()
+    return (spec, rounded_gold(body, Fraction(1, 100))) if is_percent else (spec,)
 
 
 class Verifier:
@@ -160,8 +176,11 @@ class Verifier:
                 return hit
         norm = normalize(gold)
         letter = choice_letter(norm, gold=True)
-        prepared = _Gold(norm, text_key(norm), number_candidates(norm), letter,
-                         letter is None and is_text_answer(norm))
+        numbers = number_candidates(norm)
+        prepared = _Gold(norm, text_key(norm), numbers, letter,
+                         letter is None and is_text_answer(norm),
+                         _rounded(norm) if numbers is not None else (),
+                         normalize(gold, keep_degrees=True) if has_degree_mark(gold) else None)
         with self._cache_lock:
             self._gold_cache[gold] = prepared
             while len(self._gold_cache) > self._gold_cache_size:
@@ -194,6 +213,10 @@ class Verifier:
                                      Status.CORRECT if decided else Status.WRONG, extracted))
         if not answer:
             return _Prepared(Verdict(0.0, Status.NO_ANSWER, extracted))
+        if g.with_degrees is not None or has_degree_mark(extracted):
+            # 30° may meet pi/6: the worker needs the degree signs
+            return _Prepared(None, normalize(extracted, keep_degrees=True),
+                             g.with_degrees or g.norm, extracted)
         return _Prepared(None, answer, g.norm, extracted)
 
 
@@ -208,5 +231,5 @@ def _fast_decide(answer: str, gold: _Gold) -> bool | None:
     if gold.numbers is not None:
         numbers = number_candidates(answer)
         if numbers is not None:
-            return _numbers_match(numbers, gold.numbers)
+            return _numbers_match(numbers, gold)
     return None

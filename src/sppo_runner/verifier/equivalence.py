@@ -1,8 +1,10 @@
 """Symbolic equivalence of parsed answers (runs inside worker processes).
 
 Rationals are compared exactly; irrational constants and expressions go
-through sympy simplification. A decimal never equals an irrational value,
-and no float tolerance is ever applied to rational numbers.
+through sympy simplification. No float tolerance is ever applied: an exact
+gold needs an exact answer, and the only rounding accepted is that of a gold
+shown as a rounded decimal (the rule in :mod:`approx`). Labels, ratios,
+angles and parameter families are in :mod:`forms`, sets in :mod:`sets`.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ import re
 
 import sympy
 
+from . import forms
 from . import values as V
+from .approx import decimal_spec
 from .normalize import split_percent
 from .parse import parse
+from .sets import equal_sets, is_setlike
 from .tokens import ParseError
 
 # Relative precision for the last-resort numeric check of two *irrational*
@@ -58,6 +63,9 @@ def compare(answer: str, gold: str) -> str:
         g_value, g_pct = parse_cached(gold)
     except ParseError:
         return "wrong"
+    a_value, a_params = forms.unwrap(a_value)
+    g_value, g_params = forms.unwrap(g_value)
+    g_value = _rounded_gold(g_value, gold)
     candidates = [a_value]
     if V.is_expr(a_value):
         # "50%" may be meant as 50 or as 1/2, on either side.
@@ -65,13 +73,42 @@ def compare(answer: str, gold: str) -> str:
             candidates.append(V.divide(a_value, sympy.Integer(100)))
         if g_pct:
             candidates.append(V.multiply(a_value, sympy.Integer(100)))
-    return "correct" if any(equal(c, g_value) for c in candidates) else "wrong"
+    with forms.declared({**g_params, **a_params}):
+        for c in candidates:
+            if any(equal(x, y) for x, y in forms.degree_readings(c, g_value)):
+                return "correct"
+    return "wrong"
+
+
+def _rounded_gold(value: object, gold: str) -> object:
+    """A bare decimal gold shown to enough digits becomes an :class:`Approx`."""
+    text = split_percent(gold)[0].strip()
+    degrees = text.endswith("°")
+    spec = decimal_spec(text.rstrip("° "))
+    if spec is None or not spec.rounded or not V.is_expr(value):
+        return value
+    scale = V.DEG if degrees else sympy.Integer(1)
+    return V.Approx(None, _rational(spec.value) * scale, _rational(spec.half_ulp) * scale)
+
+
+def _rational(value: object) -> sympy.Rational:
+    return sympy.Rational(value.numerator, value.denominator)
 
 
 def equal(a: object, g: object) -> bool:
     """True when answer value ``a`` is equivalent to gold value ``g``."""
     if isinstance(a, V.Equation) or isinstance(g, V.Equation):
         return _equal_equations(a, g)
+    if isinstance(a, V.Approx) or isinstance(g, V.Approx):
+        return forms.equal_approx(a, g, equal)
+    if isinstance(a, V.Ratio) or isinstance(g, V.Ratio):
+        return forms.equal_ratio(a, g, equal)
+    if is_setlike(a) or is_setlike(g):
+        if V.is_expr(a) or V.is_expr(g):
+            return False  # a number is never a set of numbers
+        verdict = equal_sets(a, g)
+        if verdict is not None:
+            return verdict
     if isinstance(a, V.Relation):
         a = _relation_to_interval(a)
     if isinstance(g, V.Relation):
@@ -122,11 +159,15 @@ def _match_unordered(a_items: tuple, g_items: tuple) -> bool:
 
 
 def _equal_bags(a: object, g: object) -> bool:
-    """Sets and bare lists are unordered; a bare list may also spell a tuple."""
+    """Sets and bare lists are unordered; a bare list may also spell a tuple.
+
+    A labelled list spells a tuple in the order of its labels when they have
+    one (``y = 2, x = 1`` is ``(1, 2)``), else in the written order.
+    """
     if isinstance(g, V.Seq) and isinstance(a, V.Bag) and not a.is_set:
-        return g.open == "(" and _match_ordered(a.items, g.items)
+        return g.open == "(" and _match_ordered(forms.ordered_items(a), g.items)
     if isinstance(a, V.Seq) and isinstance(g, V.Bag) and not g.is_set:
-        return a.open == "(" and _match_ordered(a.items, g.items)
+        return a.open == "(" and _match_ordered(a.items, forms.ordered_items(g))
     a_items = a.items if isinstance(a, V.Bag) else (a,)
     g_items = g.items if isinstance(g, V.Bag) else (g,)
     if isinstance(a, V.Bag) and isinstance(g, V.Bag) and a.is_set and g.is_set:
@@ -162,15 +203,24 @@ def _equal_matrices(a: object, g: object) -> bool:
 
 
 def _equal_equations(a: object, g: object) -> bool:
+    """Equations match as equations; a labelled one also matches its value."""
     if isinstance(a, V.Equation) and isinstance(g, V.Equation):
+        renaming = forms.same_label(a.lhs, g.lhs)
+        if renaming is not None:
+            rhs = V.transform(a.rhs, lambda x: x.subs(renaming)) if renaming else a.rhs
+            return equal(rhs, g.rhs)
         if equal(a.lhs, g.lhs) and equal(a.rhs, g.rhs):
             return True
         if not all(V.is_expr(x) for x in (a.lhs, a.rhs, g.lhs, g.rhs)):
             return False
         return _proportional(a.lhs - a.rhs, g.lhs - g.rhs)
     if isinstance(a, V.Equation):
-        return isinstance(a.lhs, sympy.Symbol) and equal(a.rhs, g)
-    return isinstance(g.lhs, sympy.Symbol) and equal(a, g.rhs)
+        if isinstance(a.lhs, V.Seq) and forms.is_label(a.lhs):
+            g = forms.align(a.lhs, g)
+        return forms.is_label(a.lhs) and equal(forms.bind(a.lhs, a.rhs, g), g)
+    if isinstance(g.lhs, V.Seq) and forms.is_label(g.lhs):
+        a = forms.align(g.lhs, a)
+    return forms.is_label(g.lhs) and equal(a, forms.bind(g.lhs, g.rhs, a))
 
 
 def _proportional(p: sympy.Expr, q: sympy.Expr) -> bool:
@@ -228,7 +278,7 @@ def equal_exprs(a: sympy.Expr, g: sympy.Expr) -> bool:
         return False
     if a.is_number and g.is_number:
         return _equal_numbers(a, g)
-    return _equal_symbolic(a, g)
+    return _equal_symbolic(a, g) or forms.equal_families(a, g)
 
 
 def _equal_numbers(a: sympy.Expr, g: sympy.Expr) -> bool:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
+from .prose import canonical_params, drop_filler, strip_ordinals
+
 _UNITS = frozenset(
     "cm mm km m meter meters metre metres centimeter centimeters millimeter "
     "millimeters kilometer kilometers inch inches in ft feet foot yard yards yd "
@@ -21,32 +23,39 @@ _UNITS = frozenset(
     "person persons student students way ways times percent page pages book books "
     "apple apples marble marbles coin coins tile tiles square squares cube cubes "
     "game games box boxes item items number numbers digit digits value values edge "
-    "edges vertices face faces".split()
+    "edges vertices face faces per sides triangles integers solutions pairs handshakes "
+    "laps steps moves cookies candies pencils cards tickets seats chairs calories mg "
+    "tons rpm".split()
 )
 # A unit alone in its own \text{...} block is always decoration.
 _TEXT_BLOCK_RE = re.compile(
     r"\\(?:text|mbox|mathrm|textrm|rm)\s*\{([^{}]{0,60})\}(\^\{?[23]\}?)?"
 )
-# "x=1 \text{ and } x=2": the connective separates list items.
-_TEXT_CONJ_RE = re.compile(r"\\(?:text|mbox|mathrm|textrm)\s*\{\s*(?:and|or|,)\s*\}")
+# "x=1 \text{ and } x=2": the connective separates list items; "or" and "and"
+# are kept apart because they unite or intersect inequalities.
+_TEXT_CONJ_RE = re.compile(r"\\(?:text|mbox|mathrm|textrm)\s*\{\s*(and|or|,)\s*\}")
 _POWER_SUFFIXES = ("^{2}", "^{3}", "^2", "^3", "²", "³")
 _WRAPPERS_RE = re.compile(
     r"\\(?:text|textbf|textit|textrm|texttt|textsf|mathrm|mathbf|mathit|mathsf|"
     r"mathtt|mbox|boldsymbol|bm|operatorname|rm|bf|it|displaystyle|boxed|fbox)\b\s*"
 )
 _SPACING_RE = re.compile(
-    r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|Biggl|Biggr|big|Big|bigg|Bigg)"
+    r"\\(?:left|right|middle|bigl|bigr|Bigl|Bigr|biggl|biggr|Biggl|Biggr|big|Big|bigg|Bigg)"
     r"(?![a-zA-Z])|(?<!\\)\\[,;:! ]|\\q?quad\b|\\(?:hspace|vspace)\*?\{[^{}]*\}|~"
 )
 _DEGREE_RE = re.compile(
-    r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\^\s*\{\s*o\s*\}|\\circ|°|\\degree|\^\{\}"
+    r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\^\s*\{\s*o\s*\}|\\circ|°|\\degree"
 )
+_DEGREE_WORDS = frozenset({"degree", "degrees", "deg"})
+_DEGREE_HINTS = ("\\circ", "°", "deg", "^{o}")
 _THOUSANDS_RE = re.compile(r"^[-+]?\d{1,3}(?:(?:, ?|\{,\}|\\,| )\d{3})+(?:\.\d+)?$")
 _UNICODE = {
     "−": "-", "–": "-", "—": "-", "×": "*", "·": "*", "÷": "/", "π": "\\pi ",
     "∞": "\\infty ", "≤": "\\le ", "≥": "\\ge ", "≠": "\\ne ", "√": "\\sqrt",
     "∪": "\\cup ", "∩": "\\cap ", "∅": "\\emptyset ", "\u00a0": " ", "±": "\\pm ",
-    "∈": "\\in ", "’": "'", "\u200b": "",
+    "∈": "\\in ", "’": "'", "\u200b": "", "≈": "\\approx ", "⌈": "\\lceil ",
+    "⌉": "\\rceil ", "⌊": "\\lfloor ", "⌋": "\\rfloor ", "ℝ": "\\mathbb{R}",
+    "ℤ": "\\mathbb{Z}", "ℕ": "\\mathbb{N}", "′": "'", "″": "''",
 }
 _LATEX_ALIASES = (
     ("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\cfrac", "\\frac"),
@@ -67,6 +76,7 @@ _FAST_SLASH_RE = re.compile(r"^([-+]?\d{1,60})/(\d{1,60})$")
 _MC_RE = re.compile(r"^\(?([A-Ea-e])\)?(?:$|[\s.:)]|\\quad)")
 _MC_GOLD_RE = re.compile(r"^\(?([A-E])\)?$")
 _MAX_FAST_DIGITS = 400
+_PLAIN_NUMBER_RE = re.compile(r"-?\d{1,50}(?:\.\d{1,50})?")
 _SPACED_DIGITS_RE = re.compile(r"\d\s+\d")
 
 
@@ -108,11 +118,23 @@ def _is_unit_text(text: str) -> bool:
     return bool(words) and all(w.lower().strip(".") in _UNITS for w in words)
 
 
-def _drop_unit_block(m: re.Match[str]) -> str:
-    return "" if _is_unit_text(m.group(1)) else m.group(0)
+def _drop_unit_block(m: re.Match[str], keep_degrees: bool = False) -> str:
+    # "\text{Min} = -3" names a value: a unit word before "=" is a label
+    if not _is_unit_text(m.group(1)) or m.string[m.end():].lstrip().startswith("="):
+        return m.group(0)
+    return "°" if keep_degrees and m.group(1).strip().lower() in _DEGREE_WORDS else ""
 
 
-def _strip_trailing_units(s: str) -> str:
+def _drop_unit_block_keep(m: re.Match[str]) -> str:
+    return _drop_unit_block(m, keep_degrees=True)
+
+
+def has_degree_mark(s: str) -> bool:
+    """True when ``s`` may carry a degree sign or word (a cheap pre-check)."""
+    return any(h in s for h in _DEGREE_HINTS)
+
+
+def _strip_trailing_units(s: str, keep_degrees: bool = False) -> str:
     """Removes unit words at the end of an answer: ``12 cm^2`` -> ``12``.
 
     A scan from the end rather than a regex, so hostile input cannot cause
@@ -140,21 +162,29 @@ def _strip_trailing_units(s: str) -> str:
             return s
         if head[-1] in "+-*/^=(,":
             return s
+        if keep_degrees and word.lower() in _DEGREE_WORDS:
+            return head + "°"
         s = head
     return s
 
 
-def normalize(answer: str) -> str:
+def normalize(answer: str, *, keep_degrees: bool = False) -> str:
     """Normalizes an extracted answer string (pure string operations).
 
     Args:
         answer: extracted answer or gold text.
+        keep_degrees: write degree marks (``^\\circ``, ``\\text{ degrees}``)
+            as ``°`` instead of dropping them, for comparisons where an angle
+            may meet its radian form.
 
     Returns:
-        A cleaned string: no units, currency, degrees, spacing commands or
-        text wrappers; ``\\dfrac`` spelled ``\\frac``; thousands separators
-        removed from plain numbers.
+        A cleaned string: no units, currency, degrees, spacing commands,
+        filler words, ordinal suffixes or text wrappers; ``\\dfrac`` spelled
+        ``\\frac``; thousands separators removed from plain numbers; integer
+        parameter phrases as ``, k \\in \\mathbb{Z}``.
     """
+    if _PLAIN_NUMBER_RE.fullmatch(answer):
+        return answer  # the bulk of a batch; no pass below would change it
     s = answer.replace("\x00", "")
     for src, dst in _UNICODE.items():
         if src in s:
@@ -164,18 +194,32 @@ def normalize(answer: str) -> str:
         if src in s:
             s = s.replace(src, dst)
     s = _SPACING_RE.sub("", s)
-    s = _DEGREE_RE.sub("", s)
-    s = _TEXT_CONJ_RE.sub(",", s)
-    s = _TEXT_BLOCK_RE.sub(_drop_unit_block, s)
+    s = _DEGREE_RE.sub("°" if keep_degrees else "", s).replace("^{}", "")
+    s = _TEXT_CONJ_RE.sub(_connective, s)
+    s = drop_filler(s)
+    s = _TEXT_BLOCK_RE.sub(_drop_unit_block_keep if keep_degrees else _drop_unit_block, s)
     s = _CURRENCY_RE.sub("", s)
     s = _unwrap_commands(s)
     s = s.replace("\\%", "%").strip()
-    s = _drop_redundant_braces(_strip_outer(s))
-    s = _strip_trailing_units(s)
-    s = _drop_redundant_braces(s)
+    s = _drop_redundant_braces(_strip_outer(s)).lstrip("=").lstrip()
+    s = strip_ordinals(_strip_trailing_units(s, keep_degrees))
+    s = canonical_params(_drop_redundant_braces(s))
     if _THOUSANDS_RE.match(s):
-        s = re.sub(r"\{,\}|\\,|,| ", "", s)
+        s = _join_thousands(s)
+    elif "=" in s:  # "\text{Total} = 32,348"
+        head, _, tail = s.rpartition("=")
+        if "," not in head and _THOUSANDS_RE.match(tail.strip()):
+            s = f"{head}= {_join_thousands(tail.strip())}"
     return " ".join(s.split())
+
+
+def _join_thousands(s: str) -> str:
+    return re.sub(r"\{,\}|\\,|,| ", "", s)
+
+
+def _connective(m: re.Match[str]) -> str:
+    word = m.group(1)
+    return "," if word == "," else f" {word} "
 
 
 def split_percent(s: str) -> tuple[str, bool]:

@@ -2,18 +2,24 @@
 
 Grammar (lowest precedence first)::
 
-    list     := item ((',' | ';') item)*
-    item     := union (relop union)* | union '\\in' union
-    union    := expr ('\\cup' expr)*
+    list     := item ((',' | ';' | and | or) item)*
+    item     := decl | label '=' item | union (relop union)* ['\\approx' num]
+              | union '\\in' union | union (':' expr)+
+    union    := setop ('\\cup' setop)*
+    setop    := expr (('\\setminus' | '\\cap') expr)*
     expr     := [sign] term (sign term)*        sign: + - \\pm \\mp
     term     := unary (('*' | '/') unary | implicit power)*
     unary    := ('-' | '+') unary | power
     power    := postfix ['^' exponent]
-    postfix  := primary ('!' | "'")*
+    postfix  := primary ('!' | "'" | '°' [num "'" [num "''"]])*
     primary  := number | name | constant | function | group | \\frac | \\sqrt
-              | \\binom | tuple/interval | set | |abs| | matrix
+              | \\binom | tuple/interval | set | set-builder | |abs| | matrix
+              | \\lceil expr \\rceil | \\lfloor expr \\rfloor
 
-Sympy objects are built with constructors from :mod:`values`, never from text.
+Labels, declarations, set-builders, ratios and degrees live in
+:mod:`parse_extras`. A ``\\pm`` makes a value stand for alternatives, which
+arithmetic carries along (:func:`values.lift`). Sympy objects are built with
+constructors from :mod:`values`, never from text.
 """
 
 from __future__ import annotations
@@ -21,9 +27,9 @@ from __future__ import annotations
 import sympy
 
 from . import values as V
+from .parse_extras import Extras
 from .tokens import ParseError, Token, tokenize
 
-MAX_DEPTH = 40
 MAX_PM = 2  # each \\pm doubles the alternatives
 _RELOPS = frozenset({"=", "<", ">", "<=", ">=", "!="})
 _FUNCS = {
@@ -35,45 +41,16 @@ _FUNCS = {
 }
 _INVERSE = {"sin": "arcsin", "cos": "arccos", "tan": "arctan"}
 _CONSTS = {"pi": sympy.pi, "oo": sympy.oo, "E": sympy.E, "I": sympy.I}
-_FACTOR_OPS = frozenset({"(", "{", "frac", "sqrt", "binom"})
+_SEPARATORS = (",", ";", "and", "or")
+# Words that change what an answer says ("not 0"); never a product of letters.
+_PROSE_WORDS = frozenset({"not", "no", "none", "never", "except", "but", "cannot",
+                          "undefined", "impossible"})
+_FACTOR_OPS = frozenset({"(", "{", "frac", "sqrt", "binom", "lceil", "lfloor"})
 _CONST_NAMES = {"E": "e", "I": "i", "pi": "pi", "oo": "infty"}
 
 
-class _Parser:
+class _Parser(Extras):
     """Parser state over one token list."""
-
-    def __init__(self, tokens: list[Token]) -> None:
-        self.toks = tokens
-        self.pos = 0
-        self.depth = 0
-
-    # -- token helpers ------------------------------------------------------
-    def peek(self) -> Token | None:
-        return self.toks[self.pos] if self.pos < len(self.toks) else None
-
-    def at_op(self, *ops: str) -> bool:
-        tok = self.peek()
-        return tok is not None and tok.kind == "op" and tok.text in ops
-
-    def take(self) -> Token:
-        tok = self.peek()
-        if tok is None:
-            raise ParseError("unexpected end of answer")
-        self.pos += 1
-        return tok
-
-    def expect(self, op: str) -> None:
-        tok = self.take()
-        if tok.kind != "op" or tok.text != op:
-            raise ParseError(f"expected {op!r}, got {tok.text!r}")
-
-    def enter(self) -> None:
-        self.depth += 1
-        if self.depth > MAX_DEPTH:
-            raise ParseError("nesting too deep")
-
-    def leave(self) -> None:
-        self.depth -= 1
 
     # -- grammar ------------------------------------------------------------
     def parse(self) -> object:
@@ -82,46 +59,76 @@ class _Parser:
         value = self.parse_list()
         if self.pos != len(self.toks):
             raise ParseError(f"unexpected {self.toks[self.pos].text!r}")
-        return value
+        return V.Family(value, frozenset(self.params.items())) if self.params else value
 
-    def parse_items(self) -> list:
-        items = [self.parse_item()]
-        while self.at_op(",", ";"):
-            self.pos += 1
+    def parse_items(self) -> tuple[list, str]:
+        """Items and their connective: "or" if any, else "and" if any, else ","."""
+        items, seps = [self.parse_item()], set()
+        while self.at_op(*_SEPARATORS):
+            seps.add(self.take().text)
+            if self.at_op("and", "or"):  # "19, 46, and 82"
+                seps.add(self.take().text)
             items.append(self.parse_item())
-        return items
+        kept = [x for x in items if not isinstance(x, V.Param)]  # declarations
+        if kept:
+            items = kept
+        else:  # "n \in \mathbb{N}" alone answers with a set, declares nothing
+            for x in items:
+                self.params.pop(x.name, None)
+            items = [V.NamedSet(x.domain) for x in items]
+        return items, "or" if "or" in seps else "and" if "and" in seps else ","
 
     def parse_list(self) -> object:
-        items = self.parse_items()
+        items, conj = self.parse_items()
         if len(items) == 1:
             return items[0]
-        return V.Bag(V.flatten(items), is_set=False)
+        return V.Bag(V.flatten(items), is_set=False, conj=conj)
 
     def parse_item(self) -> object:
+        decl = self.try_param_decl()
+        if decl is not None:
+            return decl
+        label = self.try_label()
+        if label is not None:
+            value = self.parse_item()
+            return V.Equation(label, value.rhs if isinstance(value, V.Equation) else value)
+        start = self.pos
         left = self.parse_union()
         if self.at_op("in"):  # "x \in [0, 1]": the set is the answer
             self.pos += 1
             return self.parse_union()
+        if self.at_op(":"):
+            return self.parse_ratio(left, start)
         parts, ops = [left], []
         while (tok := self.peek()) is not None and tok.kind == "op" and tok.text in _RELOPS:
             self.pos += 1
             ops.append(tok.text)
             parts.append(self.parse_union())
+        if self.at_op("approx"):
+            self.pos += 1
+            parts[-1] = self.parse_approx(parts[-1])
         if not ops:
-            return left
+            return parts[0]
         if all(op == "=" for op in ops):
             return V.Equation(parts[0], parts[-1])
         return V.Relation(tuple(parts), tuple(ops))
 
     def parse_union(self) -> object:
-        value = self.parse_sum()
+        value = self.parse_setop()
         if not self.at_op("cup"):
             return value
         items = [value]
         while self.at_op("cup"):
             self.pos += 1
-            items.append(self.parse_sum())
+            items.append(self.parse_setop())
         return V.Union(tuple(items))
+
+    def parse_setop(self) -> object:
+        value = self.parse_sum()
+        while self.at_op("setminus", "cap"):
+            op = self.take().text
+            value = V.SetOp(op, value, self.parse_sum())
+        return value
 
     def parse_sum(self) -> object:
         sign = self.take().text if self.at_op("+", "-", "pm", "mp") else "+"
@@ -138,14 +145,16 @@ class _Parser:
         while True:
             if self.at_op("*"):
                 self.pos += 1
-                value = V.multiply(value, self.parse_unary())
+                value = V.lift(V.multiply, value, self.parse_unary())
             elif self.at_op("/"):
                 self.pos += 1
-                value = V.divide(value, self.parse_unary())
+                value = V.lift(V.divide, value, self.parse_unary())
             elif self.starts_factor():
                 if self.peek().kind == "num" and self.toks[self.pos - 1].kind == "num":
                     raise ParseError("two numbers side by side")  # "2 3" is not 6
-                value = V.multiply(value, self.parse_power())
+                factor = self.parse_power()
+                if not isinstance(factor, V.Param):  # "k\pi (k \in \mathbb{Z})"
+                    value = V.lift(V.multiply, value, factor)
             else:
                 return value
 
@@ -153,7 +162,7 @@ class _Parser:
         tok = self.peek()
         if tok is None:
             return False
-        if tok.kind in ("num", "name", "const", "func"):
+        if tok.kind in ("num", "name", "word", "const", "func"):
             return True
         return tok.kind == "op" and tok.text in _FACTOR_OPS
 
@@ -163,7 +172,7 @@ class _Parser:
             self.enter()
             value = self.parse_unary()
             self.leave()
-            return V.multiply(sympy.Integer(-1), value) if negate else value
+            return V.lift(V.multiply, sympy.Integer(-1), value) if negate else value
         return self.parse_power()
 
     def parse_power(self) -> object:
@@ -174,14 +183,16 @@ class _Parser:
         self.enter()
         exponent = self.parse_braced() if self.at_op("{") else self.parse_unary()
         self.leave()
-        return V.power(base, exponent)
+        return V.lift(V.power, base, exponent)
 
     def parse_postfix(self) -> object:
         value = self.parse_primary()
         while True:
             if self.at_op("!"):
                 self.pos += 1
-                value = V.factorial(value)
+                value = V.lift(V.factorial, value)
+            elif self.at_op("deg"):
+                value = self.parse_degrees(value)
             elif self.at_op("'") and isinstance(value, sympy.Symbol):
                 self.pos += 1
                 value = sympy.Symbol(value.name + "'")
@@ -194,9 +205,17 @@ class _Parser:
             return self.parse_number(tok)
         if tok.kind == "name":
             return sympy.Symbol(tok.text + self.subscript())
+        if tok.kind == "word":  # not a label here: a product of letters
+            if tok.text.lower() in _PROSE_WORDS:
+                raise ParseError(f"prose in an answer: {tok.text!r}")
+            self.pos -= 1
+            self.split_word_here()
+            return self.parse_primary()
         if tok.kind == "const":
             if tok.text == "emptyset":
                 return V.Bag((), is_set=True)
+            if tok.text not in _CONSTS:
+                return V.NamedSet(tok.text)
             return _CONSTS[tok.text]
         if tok.kind == "func":
             return self.parse_function(tok.text)
@@ -215,27 +234,35 @@ class _Parser:
                 self.pos -= 1
                 return self.parse_braced()
             if op == "\\{":
-                items = [] if self.at_op("\\}") else self.parse_items()
-                self.expect("\\}")
-                return V.Bag(V.flatten(items), is_set=True)
+                return self.parse_set()
             if op == "|":
                 value = self.parse_sum()
                 self.expect("|")
-                return sympy.Abs(V.expr(value))
+                return V.lift(lambda v: sympy.Abs(V.expr(v)), value)
+            if op in ("lceil", "lfloor"):
+                return self.parse_rounding(op)
             if op == "frac":
-                return V.divide(self.parse_arg(), self.parse_arg())
+                return V.lift(V.divide, self.parse_arg(), self.parse_arg())
             if op == "sqrt":
                 index = sympy.Integer(2)
                 if self.at_op("["):
                     self.pos += 1
                     index = self.parse_sum()
                     self.expect("]")
-                return V.root(self.parse_arg(), index)
+                return V.lift(V.root, self.parse_arg(), index)
             if op == "binom":
-                return V.binomial(self.parse_arg(), self.parse_arg())
+                return V.lift(V.binomial, self.parse_arg(), self.parse_arg())
             raise ParseError(f"unexpected {op!r}")
         finally:
             self.leave()
+
+    def parse_set(self) -> object:
+        builder = self.try_set_builder()
+        if builder is not None:
+            return builder
+        items = [] if self.at_op("\\}") else self.parse_items()[0]
+        self.expect("\\}")
+        return V.Bag(V.flatten(items), is_set=True)
 
     def parse_number(self, tok: Token) -> object:
         value = V.number(tok.text)
@@ -247,31 +274,14 @@ class _Parser:
                 return value + mixed
         return value
 
-    def mixed_fraction(self) -> sympy.Rational | None:
-        """Reads ``\\frac{1}{2}`` right after an integer: ``3\\frac12`` = 7/2."""
-        t = self.toks[self.pos:self.pos + 7]
-        texts = [x.text for x in t]
-        if len(t) >= 7 and texts[0] == "frac" and texts[1] == "{" and texts[3] == "}" \
-                and texts[4] == "{" and texts[6] == "}" and t[2].kind == "num" \
-                and t[5].kind == "num" and texts[2].isdigit() and texts[5].isdigit():
-            num, den = int(texts[2]), int(texts[5])
-            self.pos += 7
-        elif len(t) >= 2 and texts[0] == "frac" and t[1].kind == "num" \
-                and len(texts[1]) == 2 and texts[1].isdigit():
-            num, den = int(texts[1][0]), int(texts[1][1])
-            self.pos += 2
-        else:
-            return None
-        if den == 0:
-            raise ParseError("division by zero")
-        return sympy.Rational(num, den)
-
     def subscript(self) -> str:
         """Reads an optional ``_x`` / ``_{...}`` and returns it as ``_...``."""
         if not self.at_op("_"):
             return ""
         self.pos += 1
         if not self.at_op("{"):
+            if self.peek() is not None and self.peek().kind == "word":
+                self.split_word_here()  # x_ab is x_a times b
             tok = self.take()
             return "_" + _CONST_NAMES.get(tok.text, tok.text)
         self.pos += 1
@@ -288,8 +298,9 @@ class _Parser:
 
     def parse_braced(self) -> object:
         self.expect("{")
+        self.refuse_text_group()
         self.enter()
-        items = self.parse_items()
+        items = self.parse_items()[0]
         self.expect("}")
         self.leave()
         if len(items) == 1:
@@ -311,7 +322,7 @@ class _Parser:
         if self.at_op(")", "]"):
             close = self.take().text
             return V.Seq(opener, close, ())
-        items = self.parse_items()
+        items = self.parse_items()[0]
         close = self.take()
         if close.kind != "op" or close.text not in (")", "]"):
             raise ParseError(f"unbalanced {opener!r}")
@@ -319,7 +330,8 @@ class _Parser:
             if (opener, close.text) not in (("(", ")"), ("[", "]")):
                 raise ParseError("mismatched brackets")
             return items[0]
-        return V.Seq(opener, close.text, tuple(items))
+        # (\pm 1, 0) is the two points (1, 0) and (-1, 0)
+        return V.lift(lambda *xs: V.Seq(opener, close.text, xs), *items)
 
     def parse_function(self, name: str) -> object:
         base = None
@@ -333,17 +345,10 @@ class _Parser:
             if exponent == -1 and name in _INVERSE:
                 name, exponent = _INVERSE[name], None
         self.enter()
-        arg = V.expr(self.parse_function_arg())
+        arg = self.parse_function_arg()
         self.leave()
-        if name == "exp":
-            value = V.power(sympy.E, arg)
-        elif name == "lg":
-            value = sympy.log(arg, 10)
-        elif base is not None:
-            value = V.divide(sympy.log(arg), sympy.log(V.expr(base)))
-        else:
-            value = _FUNCS[name](arg)
-        return value if exponent is None else V.power(value, exponent)
+        value = V.lift(lambda a: _apply(name, V.expr(a), base), arg)
+        return value if exponent is None else V.lift(V.power, value, exponent)
 
     def parse_function_arg(self) -> object:
         if self.at_op("(", "{"):
@@ -353,27 +358,14 @@ class _Parser:
             value = V.multiply(value, self.parse_power())
         return value
 
-    def parse_matrix(self, env: str) -> V.Matrix:
-        rows, row = [], [self.parse_sum()]
-        while True:
-            tok = self.take()
-            if tok.kind == "end":
-                break
-            if tok.kind == "op" and tok.text == "&":
-                row.append(self.parse_sum())
-            elif tok.kind == "op" and tok.text == "rowsep":
-                rows.append(tuple(row))
-                if self.peek() is not None and self.peek().kind == "end":
-                    row = []
-                    continue
-                row = [self.parse_sum()]
-            else:
-                raise ParseError(f"unexpected {tok.text!r} in {env}")
-        if row:
-            rows.append(tuple(row))
-        if len({len(r) for r in rows}) != 1:
-            raise ParseError("ragged matrix")
-        return V.Matrix(tuple(rows))
+def _apply(name: str, arg: sympy.Expr, base: object) -> sympy.Expr:
+    if name == "exp":
+        return V.power(sympy.E, arg)
+    if name == "lg":
+        return sympy.log(arg, 10)
+    if base is not None:
+        return V.divide(sympy.log(arg), sympy.log(V.expr(base)))
+    return _FUNCS[name](arg)
 
 
 def parse(text: str) -> object:

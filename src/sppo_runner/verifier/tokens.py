@@ -19,7 +19,7 @@ class ParseError(ValueError):
 
 @dataclass(frozen=True)
 class Token:
-    """One token: ``kind`` is num/name/func/const/op/begin/end; ``text`` its value."""
+    """One token: ``kind`` is num/name/word/func/const/op/begin/end; ``text`` its value."""
 
     kind: str
     text: str
@@ -39,10 +39,17 @@ _CMD_OPS = {
     "cdot": "*", "times": "*", "ast": "*", "div": "/", "pm": "pm", "mp": "mp",
     "le": "<=", "ge": ">=", "lt": "<", "gt": ">", "ne": "!=", "cup": "cup",
     "cap": "cap", "in": "in", "{": "\\{", "}": "\\}", "|": "|", "mid": "|",
-    "land": ",", "wedge": ",", "quad": ",",
+    "land": "and", "wedge": "and", "lor": "or", "vee": "or", "quad": ",",
     "frac": "frac", "sqrt": "sqrt", "binom": "binom", "choose": "choose",
-    "prime": "'",
+    "prime": "'", "approx": "approx", "lceil": "lceil", "rceil": "rceil",
+    "lfloor": "lfloor", "rfloor": "rfloor", "setminus": "setminus",
+    "backslash": "setminus", "angle": "angle", "colon": ":", "measuredangle": "angle",
 }
+# \max and \min only ever name things here (``m_{\max}``, ``\max = 5``).
+_CMD_NAMES = frozenset({"max", "min"})
+# Number sets (``\mathbb{R}``) and the constant they become.
+_BLACKBOARD = {"R": "reals", "Z": "integers", "N": "naturals", "Q": "rationals",
+               "C": "complexes"}
 _CONSTS = {"pi": "pi", "infty": "oo", "emptyset": "emptyset", "e": "E", "i": "I"}
 # Multi-letter names recognised without a backslash, longest first.
 _WORD_NAMES = sorted(
@@ -57,9 +64,10 @@ _TOKEN_RE = re.compile(
     r"|(?P<num>(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d{1,3}(?![\d.]))?)"
     r"|(?P<rowsep>\\\\)"
     r"|(?P<env>\\(?:begin|end)\s*\{\s*[a-zA-Z*]+\s*\}(?:\s*\{[clr|\s]*\})?)"
+    r"|(?P<bb>\\mathbb\s*(?:\{\s*[A-Z]\s*\}|[A-Z]))"
     r"|(?P<cmd>\\[a-zA-Z]+|\\[{}|])"
     r"|(?P<word>[a-zA-Z]+)"
-    r"|(?P<op><=|>=|!=|==|\*\*|[-+*/^()\[\]{},;=!_|<>&':])"
+    r"|(?P<op><=|>=|!=|==|\*\*|[-+*/^()\[\]{},;=!_|<>&':°])"
 )
 
 
@@ -87,7 +95,7 @@ def _name_token(name: str) -> Token:
     if name in ("infty", "inf", "oo"):
         return Token("const", "oo")
     if name in ("and", "or"):
-        return Token("op", ",")
+        return Token("op", name)
     if name == "sqrt":
         return Token("op", "sqrt")
     if name in ("e", "i"):
@@ -103,9 +111,31 @@ def _command_token(cmd: str) -> Token:
         return Token("func", name)
     if name in _CONSTS and name not in ("e", "i"):
         return Token("const", _CONSTS[name])
-    if name in GREEK:
+    if name in GREEK or name in _CMD_NAMES:
         return Token("name", name)
     raise ParseError(f"unsupported command {cmd}")
+
+
+def _blackboard_token(text: str) -> Token:
+    letter = text.rstrip("} \t\n")[-1]
+    if letter not in _BLACKBOARD:
+        raise ParseError(f"unsupported number set {letter}")
+    return Token("const", _BLACKBOARD[letter])
+
+
+def is_word(run: str) -> bool:
+    """True for a letter run kept whole as a ``word`` token (a possible label).
+
+    Runs that start with a known name (``sinx``, ``pix``) are split at once;
+    any other run of two or more letters is a word, which the parser splits
+    into one-letter symbols wherever it is not a label (``ab`` is ``a*b``).
+    """
+    return len(run) >= 2 and not any(run.startswith(n) for n in _WORD_NAMES)
+
+
+def split_word(word: str) -> list[Token]:
+    """The tokens a ``word`` token stands for in an expression."""
+    return _split_word(word)
 
 
 def _env_token(text: str) -> Token:
@@ -148,8 +178,12 @@ def tokenize(text: str) -> list[Token]:
             out.append(_env_token(value))
         elif kind == "cmd":
             out.append(_command_token(value))
+        elif kind == "bb":
+            out.append(_blackboard_token(value))
         elif kind == "word":
-            out.extend(_split_word(value))
+            out.extend([Token("word", value)] if is_word(value) else _split_word(value))
+        elif value == "°":
+            out.append(Token("op", "deg"))
         else:
             out.append(Token("op", "^" if value == "**" else "=" if value == "==" else value))
         if len(out) > MAX_TOKENS:

@@ -7,6 +7,9 @@ factorials) *before* sympy evaluates it.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -18,6 +21,10 @@ MAX_RESULT_BITS = 200_000  # ~60k decimal digits
 MAX_EXPONENT = 10_000
 MAX_FACTORIAL = 10_000
 MAX_BINOMIAL_N = 100_000
+MAX_ALTERNATIVES = 4  # \\pm alternatives one value may stand for
+# The degree sign as a factor: 30° is 30*DEG. A comparison reads DEG as 1
+# (the sign is decoration) or as pi/180 (the angle in radians).
+DEG = sympy.Symbol("°")
 
 
 @dataclass(frozen=True)
@@ -34,10 +41,17 @@ class Seq:
 
 @dataclass(frozen=True)
 class Bag:
-    """Unordered items: a ``\\{...\\}`` set or a bare comma list."""
+    """Unordered items: a ``\\{...\\}`` set or a bare comma list.
+
+    ``conj`` is the connective of a bare list ("," "and" "or"): it decides
+    whether inequalities in it intersect or unite. ``pm`` marks the
+    alternatives of a ``\\pm`` rather than a written list.
+    """
 
     items: tuple
     is_set: bool
+    conj: str = ","
+    pm: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,6 +82,75 @@ class Matrix:
     """A matrix or vector from a ``pmatrix``-like environment."""
 
     rows: tuple
+
+
+@dataclass(frozen=True)
+class Label:
+    """A word naming a value: ``Maximum`` in ``Maximum = 2``, ``angle abc``."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """``a : b (: c ...)``; ``clock`` when it reads like a time (``12:05``)."""
+
+    parts: tuple
+    clock: bool = False
+
+
+@dataclass(frozen=True)
+class Approx:
+    """A value shown rounded: ``exact \\approx 1.36`` or a bare decimal gold.
+
+    ``exact`` is ``None`` for a bare decimal; ``value`` is the shown decimal
+    and ``half_ulp`` half a unit of its last shown digit.
+    """
+
+    exact: object
+    value: sympy.Rational
+    half_ulp: sympy.Rational
+
+
+@dataclass(frozen=True)
+class SetBuilder:
+    """``\\{ var \\in domain | condition \\}`` (``domain`` may be ``None``)."""
+
+    var: object
+    domain: object
+    cond: object
+
+
+@dataclass(frozen=True)
+class SetOp:
+    """``left \\setminus right`` (``op`` "setminus") or ``left \\cap right`` ("cap")."""
+
+    op: str
+    left: object
+    right: object
+
+
+@dataclass(frozen=True)
+class NamedSet:
+    """``\\mathbb{R}`` and friends: reals, integers, naturals, rationals, complexes."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Param:
+    """A declaration ``k \\in \\mathbb{Z}``: ``k`` is an integer parameter."""
+
+    name: str
+    domain: str  # "integers" or "naturals"
+
+
+@dataclass(frozen=True)
+class Family:
+    """A value with declared integer parameters (``k\\pi, k \\in \\mathbb{Z}``)."""
+
+    value: object
+    params: frozenset  # of (name, number set) pairs
 
 
 def is_expr(value: object) -> bool:
@@ -184,6 +267,21 @@ def root(value: object, index: object) -> sympy.Expr:
     return power(value, divide(sympy.Integer(1), index))
 
 
+def lift(fn: Callable[..., object], *args: object) -> object:
+    """Applies ``fn`` to each combination of ``\\pm`` alternatives in ``args``.
+
+    ``\\frac{1 \\pm \\sqrt5}{2}`` stands for two numbers: the division is
+    done for each, and the result is again a set of alternatives.
+    """
+    if not any(isinstance(a, Bag) and a.pm for a in args):
+        return fn(*args)
+    choices = [a.items if isinstance(a, Bag) and a.pm else (a,) for a in args]
+    combos = list(itertools.islice(itertools.product(*choices), MAX_ALTERNATIVES + 1))
+    if len(combos) > MAX_ALTERNATIVES:
+        raise ParseError("too many \\pm alternatives")
+    return Bag(tuple(fn(*c) for c in combos), is_set=False, pm=True)
+
+
 def flatten(items: list) -> tuple:
     """Merges ``\\pm`` alternatives (bare bags) into the enclosing list."""
     out: list = []
@@ -200,16 +298,47 @@ def signed_sum(terms: list[tuple[str, object]], max_pm: int) -> object:
     n_pm = sum(sign in ("pm", "mp") for sign, _ in terms)
     if n_pm > max_pm:
         raise ParseError("too many \\pm")
-    variants = []
-    for choice in range(2 ** n_pm):
-        total: object = sympy.Integer(0)
-        k = 0
-        for sign, term in terms:
-            positive = sign == "+"
-            if sign in ("pm", "mp"):
-                plus_branch = (choice >> k) & 1 == 0
-                positive = plus_branch == (sign == "pm")
-                k += 1
-            total = add(total, term if positive else multiply(sympy.Integer(-1), term))
-        variants.append(total)
-    return variants[0] if n_pm == 0 else Bag(tuple(variants), is_set=False)
+    total: object = sympy.Integer(0)
+    for sign, term in terms:
+        negated = lift(lambda t: multiply(sympy.Integer(-1), t), term)
+        if sign == "+":
+            value = term
+        elif sign == "-":
+            value = negated
+        else:
+            pair = (term, negated) if sign == "pm" else (negated, term)
+            value = Bag(flatten(list(pair)), is_set=False, pm=True)
+        total = lift(add, total, value)
+    return total
+
+
+def transform(value: object, fn: Callable[[sympy.Basic], sympy.Basic]) -> object:
+    """Applies ``fn`` to every sympy leaf of a (structured) value."""
+    if isinstance(value, sympy.Basic):
+        return fn(value)
+    if isinstance(value, tuple):
+        return tuple(transform(x, fn) for x in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {f.name: transform(getattr(value, f.name), fn)
+                   for f in dataclasses.fields(value)
+                   if isinstance(getattr(value, f.name), (sympy.Basic, tuple))
+                   or dataclasses.is_dataclass(getattr(value, f.name))}
+        return dataclasses.replace(value, **changes)
+    return value
+
+
+def leaves(value: object) -> Iterator[sympy.Basic]:
+    """The sympy leaves of a (structured) value."""
+    if isinstance(value, sympy.Basic):
+        yield value
+    elif isinstance(value, tuple):
+        for item in value:
+            yield from leaves(item)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            yield from leaves(getattr(value, f.name))
+
+
+def has_symbol(value: object, symbol: sympy.Symbol) -> bool:
+    """True when any sympy leaf of ``value`` contains ``symbol``."""
+    return any(leaf.has(symbol) for leaf in leaves(value))
