@@ -1,12 +1,12 @@
 """Thin Hydra entry points: compose, validate, call the importable functions. Nothing else.
 
 ``sppo-run`` trains (``run.run``), ``sppo-eval`` evaluates (``evaluation_cli.run_eval``),
-``sppo-compare`` writes a comparison report (``compare.main``).
+``sppo-compare`` writes a comparison report (``compare.main``), ``sppo-plan`` prints the
+memory plan (``distributed.memory.main``).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import os
 import sys
@@ -20,8 +20,9 @@ def _run_dir(resume: str | None) -> str:
     """Hydra's run folder: the resumed run's own folder, else ``outputs/<date>/<time>``."""
     if resume:
         return str(Path(resume))
-    now = _dt.datetime.now()
-    return f"outputs/{now:%Y-%m-%d}/{now:%H-%M-%S}"
+    from sppo_runner.distributed.launch import run_stamp
+
+    return f"outputs/{run_stamp()}"  # the same on every rank of a torchrun job
 
 
 def _register() -> None:
@@ -64,6 +65,7 @@ def _train(cfg) -> None:
     from omegaconf import OmegaConf
 
     from sppo_runner.config import ConfigError, to_object
+    from sppo_runner.distributed import launch
     from sppo_runner.run import run
 
     hc = HydraConfig.get()
@@ -79,7 +81,15 @@ def _train(cfg) -> None:
         _fail(err)
     config.run_dir = str(run_dir)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(config), resolve=True))
-    summary = run(config, run_dir)
+    try:
+        ranks = launch.torchrun_args(config, hc)  # several ranks asked for: start them under torchrun
+        with launch.explain_failures(run_dir, config.distributed.timeout_s):
+            if ranks:
+                summary = launch.relaunch(ranks, launch.job_overrides(hc, config), run_dir)
+            else:
+                summary = run(config, run_dir)
+    except (ConfigError, launch.RankFailure) as err:
+        _fail(err)
     if summary.get("stop_reason") == "interrupted":
         # Exit instead of returning so that a -m sweep stops too (128 + SIGINT).
         sys.exit(130)
@@ -101,6 +111,13 @@ def eval_main() -> None:
 
     _register()
     hydra.main(config_path=CONF_DIR, config_name="eval_config", version_base="1.3")(eval_app)()
+
+
+def plan_main() -> None:
+    """``sppo-plan``: the per-GPU memory plan of a config (no weights are loaded)."""
+    from sppo_runner.distributed.memory import main
+
+    sys.exit(main(sys.argv[1:]))
 
 
 def compare_main() -> None:

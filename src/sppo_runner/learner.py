@@ -38,6 +38,18 @@ def _chunks(idx: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
         yield idx[start : start + size]
 
 
+class OneProcess:
+    """Data-parallel hooks of a learner that sees the whole batch (``sppo_runner.distributed.Dist`` in a job)."""
+
+    def global_normalizer(self, norm: Normalizer) -> Normalizer:
+        """The normalizer of the whole mini-batch (every rank's share of it, under data parallelism)."""
+        return norm
+
+    def all(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on every rank (choices that change a sharded model's collectives)."""
+        return flag
+
+
 class Learner:
     """Owns the trainable models and their optimizers.
 
@@ -61,6 +73,7 @@ class Learner:
         self.skipped = {"actor": 0, "critic": 0}
         self.device = next(policy.parameters()).device
         self.autocast = lambda: autocast_context(self.device, cfg.trainer.mixed_precision)
+        self.dp: Any = OneProcess()  # replaced by the job's Dist under torchrun
 
     # ---- scoring -------------------------------------------------------------------------
     @torch.no_grad()
@@ -116,7 +129,7 @@ class Learner:
         micro = self.cfg.critic.micro_batch_size
         for _ in range(self.algo.critic_epochs):
             for mb in self._minibatches(batch.rollout.size):
-                norm = self.critic_kind.normalizer(batch.rollout.response_mask[mb])
+                norm = self.dp.global_normalizer(self.critic_kind.normalizer(batch.rollout.response_mask[mb]))
                 mb_loss = 0.0  # micro-batch shares add up to the mini-batch loss
                 for idx in _chunks(mb, micro):
                     roll = index_rollout(batch.rollout, idx)
@@ -140,7 +153,7 @@ class Learner:
         stats: dict[str, list[float]] = defaultdict(list)
         for _ in range(self.algo.ppo_epochs):
             for mb in self._minibatches(batch.rollout.size):
-                norm = Normalizer.of(batch.rollout.response_mask[mb])
+                norm = self.dp.global_normalizer(Normalizer.of(batch.rollout.response_mask[mb]))
                 micro: dict[str, list[float]] = defaultdict(list)
                 for idx in _chunks(mb, self.cfg.model.micro_batch_size):
                     self._actor_micro(batch, idx, T, temp, norm, micro)
@@ -178,7 +191,9 @@ class Learner:
 
     def _policy_logprobs(self, roll: RolloutBatch, T: int, temp: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs and entropy ``[b, T]``; samples of one prompt share its forward when they can."""
-        shared = len(torch.unique(roll.group)) < roll.size and not getattr(self.policy, "is_gradient_checkpointing", False)
+        checkpointing = getattr(self.policy, "is_gradient_checkpointing", False)
+        # Ranks must agree: the shared pass runs the (sharded) policy twice, the per-row pass once.
+        shared = self.dp.all(len(torch.unique(roll.group)) < roll.size) and not checkpointing
         if shared:
             return grouped_sequence_logprobs(self.policy, roll.prompt_ids, roll.prompt_mask, roll.response_ids,
                                              roll.response_mask, roll.group, temp, with_entropy=True)
