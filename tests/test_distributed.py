@@ -103,8 +103,8 @@ def test_sppo_plan_command(tmp_path):
 
 # ---- launching -----------------------------------------------------------------------------
 def _hc(target: str = "hydra._internal.core_plugins.basic_launcher.BasicLauncher", **launcher):
-    return OmegaConf.create({"launcher": {"_target_": target, **launcher}, "mode": "RUN",
-                             "overrides": {"task": ["seed=1"]}})
+    return OmegaConf.create({"launcher": {"_target_": target, **launcher}, "mode": "MULTIRUN",
+                             "overrides": {"task": ["seed=1"]}, "job": {"name": "cli"}})
 
 
 def test_torchrun_args(monkeypatch):
@@ -117,8 +117,28 @@ def test_torchrun_args(monkeypatch):
     cfg.distributed.nproc_per_node = 0
     slurm = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert launch.torchrun_args(cfg, _hc(slurm, gpus_per_node=8, nodes=1)) == ["--standalone", "--nproc_per_node=8"]
+    cfg.logger.wandb.group = "12-00-00"
+    assert launch.job_overrides(_hc(), cfg) == ["seed=1", "hydra.job.name=cli", "logger.wandb.group=12-00-00"]
     monkeypatch.setenv("LOCAL_RANK", "0")  # already one of torchrun's ranks: never start more
     assert launch.torchrun_args(cfg, _hc(slurm, gpus_per_node=8, nodes=1)) is None
+
+
+def test_a_lost_rank_becomes_one_clear_message(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    (tmp_path / "checkpoints" / "step_5").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "step_5" / "trainer_state.pt").write_bytes(b"")
+    (tmp_path / "checkpoints" / ".tmp_step_10").mkdir()  # a save the dead rank interrupted: never counts
+    with pytest.raises(launch.RankFailure) as err:
+        with launch.explain_failures(tmp_path, 20):
+            raise RuntimeError("[../gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:1234")
+    text = str(err.value)
+    assert text.startswith("rank 1 of 2: another rank stopped answering (") and "timeout_s=20 s" in text
+    assert f"Last complete checkpoint: {tmp_path / 'checkpoints' / 'step_5'}." in text
+    assert f"sppo-run resume={tmp_path}" in text
+    with pytest.raises(ValueError):  # other errors pass through untouched
+        with launch.explain_failures(tmp_path, 20):
+            raise ValueError("bad value")
 
 
 def test_batch_must_split_evenly_over_ranks(monkeypatch):
@@ -166,3 +186,42 @@ def test_local_submitit_sweep_then_compare(tiny_models, tmp_path):
     assert report.returncode == 0, report.stderr[-2000:]
     table = (sweep / "comparison.md").read_text()
     assert "| grpo | 1 |" in table and "| sppo | 1 |" in table
+
+
+# ---- the sharded code path in this process (FSDP2 over one rank, distributed.fsdp=on) ------
+def _metrics(run_dir: Path) -> list[dict]:
+    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.startswith("perf/") or k.startswith("perf/total_")} for r in rows]
+
+
+@pytest.mark.parametrize("algo", ["sppo", "grpo"])
+def test_sharded_run_resumes_exactly_and_saves_loadable_weights(algo, tiny_models, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from sppo_runner.run import run
+
+    over = small_run_overrides(tiny_models, steps=4) + ["trainer.checkpoint_every=2", "distributed.fsdp=on"]
+    if algo == "grpo":
+        over.append("algorithm.samples_per_prompt=2")
+    run(make_config(algo, over), tmp_path / "straight")
+    run(make_config(algo, over + ["trainer.steps=2"]), tmp_path / "split")
+    ckpt = tmp_path / "split" / "checkpoints" / "step_2"
+    assert {p.name for p in ckpt.iterdir()} == {"sharded", "rank_00000.pt", "trainer_state.pt"}
+    run(make_config(algo, over + [f"resume={tmp_path / 'split'}"]), tmp_path / "split")
+    straight = [r for r in _metrics(tmp_path / "straight") if "reward/mean" in r]
+    split = [r for r in _metrics(tmp_path / "split") if "reward/mean" in r]
+    assert [r["step"] for r in split] == [1, 2, 3, 4] and straight == split
+    final = AutoModelForCausalLM.from_pretrained(tmp_path / "straight" / "final" / "policy")
+    assert sum(p.numel() for p in final.parameters()) == json.loads(
+        (tmp_path / "straight" / "summary.json").read_text())["n_params"]["policy"]
+
+
+def test_sharded_checkpoint_resumes_unsharded(tiny_models, tmp_path):
+    """A DCP checkpoint (any world size) resumes in a plain single-process run."""
+    from sppo_runner.run import run
+
+    over = small_run_overrides(tiny_models, steps=2) + ["trainer.checkpoint_every=2"]
+    run(make_config("sppo", over + ["distributed.fsdp=on"]), tmp_path / "run")
+    summary = run(make_config("sppo", over + ["trainer.steps=3", f"resume={tmp_path / 'run'}"]), tmp_path / "run")
+    assert summary["steps"] == 3
+    assert (tmp_path / "run" / "checkpoints" / "step_3" / "policy").is_dir()  # single-process format from here on

@@ -25,8 +25,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-_PEER_HINTS = ("connection closed", "connection reset", "broken pipe", "timed out", "timeout", "gloo", "nccl",
-               "socket", "peer", "recv", "send")
+# Words of the errors a collective raises when a peer died (its connection closed) or hung (timeout).
+_PEER_HINTS = ("gloo", "nccl", "connection closed by peer", "connection reset by peer", "broken pipe",
+               "timed out waiting", "watchdog")
 
 
 class RankFailure(RuntimeError):
@@ -91,10 +92,10 @@ def torchrun_args(cfg: Any, hc: Any) -> Optional[list[str]]:
 
 
 def job_overrides(hc: Any, cfg: Any) -> list[str]:
-    """This job's command-line overrides, plus the W&B group a sweep gave it."""
-    out = list(hc.overrides.task)
+    """This job's command-line overrides, its Hydra job name (one log file) and a sweep's W&B group."""
+    out = [*hc.overrides.task, f"hydra.job.name={hc.job.name}"]
     group = cfg.logger.wandb.group
-    if hc.mode.name == "MULTIRUN" and group and not any(o.startswith("logger.wandb.group=") for o in out):
+    if getattr(hc.mode, "name", hc.mode) == "MULTIRUN" and group and not any(o.startswith("logger.wandb.group=") for o in out):
         out.append(f"logger.wandb.group={group}")
     return out
 
@@ -109,7 +110,7 @@ def relaunch(args: list[str], overrides: list[str], run_dir: Path) -> dict[str, 
         RankFailure: When torchrun exits non-zero (its report names the rank that failed).
     """
     cmd = [sys.executable, "-m", "torch.distributed.run", *args, "-m", "sppo_runner", *overrides,
-           f"hydra.run.dir={run_dir}", "hydra.job.name=sppo-run"]
+           f"hydra.run.dir={run_dir}"]
     print(f"starting ranks: torchrun {' '.join(args)} ... in {run_dir}", flush=True)
     proc = subprocess.Popen(cmd)
     signalled: list[int] = []
