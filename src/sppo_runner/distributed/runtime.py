@@ -44,6 +44,7 @@ class Dist:
         sharded: Models are wrapped with FSDP2 (``distributed.fsdp``).
         mesh: The FSDP device mesh (1-D; 2-D ``(replicate, shard)`` for HSDP), or None.
         write: Prints a line on rank 0 (the Tracker's ``write`` once it exists).
+        plan: The :class:`~sppo_runner.distributed.memory.MemoryPlan` printed at start, or None.
     """
 
     rank: int = 0
@@ -53,7 +54,7 @@ class Dist:
     sharded: bool = False
     mesh: Any = None
     write: Callable[[str], None] = print
-    plan: Any = None  # the MemoryPlan printed at start (compared with the first measured peak)
+    plan: Any = None
     _peak_reported: bool = False
 
     # ---- basics --------------------------------------------------------------------------
