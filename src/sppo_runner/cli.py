@@ -1,7 +1,8 @@
 """Thin Hydra entry points: compose, validate, call the importable functions. Nothing else.
 
 ``sppo-run`` trains (``run.run``), ``sppo-eval`` evaluates (``evaluation_cli.run_eval``),
-``sppo-compare`` writes a comparison report (``compare.main``).
+``sppo-compare`` writes a comparison report (``compare.main``), ``sppo-plan`` prints the
+memory plan (``distributed.memory.main``).
 
 Errors a user can fix (:class:`~sppo_runner.errors.UserError`, a missing file) print one line
 that says what to do and exit with 2; the traceback goes to the run's log file only (or to the
@@ -148,9 +149,16 @@ def _train(cfg) -> None:
             cfg.logger.wandb.group = Path(hc.sweep.dir).name
         config = to_object(cfg)
         config.run_dir = str(run_dir)
-        from sppo_runner.run import run  # after the checks: a bad config fails before torch loads
+        # After the checks: a bad config fails before torch loads.
+        from sppo_runner.distributed import launch
+        from sppo_runner.run import run
 
-        summary = run(config, run_dir)
+        ranks = launch.torchrun_args(config, hc)  # several ranks asked for: start them under torchrun
+        with launch.explain_failures(run_dir, config.distributed.timeout_s):
+            if ranks:
+                summary = launch.relaunch(ranks, launch.job_overrides(hc, config), run_dir)
+            else:
+                summary = run(config, run_dir)
     if summary.get("stop_reason") == "interrupted":
         # Exit instead of returning so that a -m sweep stops too: 128 + the signal (130 for Ctrl-C).
         sys.exit(128 + int(summary.get("signal") or signal.SIGINT))
@@ -198,6 +206,13 @@ def eval_main() -> None:
 
     _register()
     hydra.main(config_path=CONF_DIR, config_name="eval_config", version_base="1.3")(eval_app)()
+
+
+def plan_main() -> None:
+    """``sppo-plan``: the per-GPU memory plan of a config (no weights are loaded)."""
+    from sppo_runner.distributed.memory import main
+
+    sys.exit(main(sys.argv[1:]))
 
 
 def compare_main() -> None:

@@ -252,6 +252,36 @@ class EvalConfig:
     max_problems: int = 0  # rows per benchmark; 0 = all (smoke tests)
 
 
+class Fsdp(str, Enum):
+    """When models are sharded with FSDP2 (``torch.distributed.fsdp.fully_shard``)."""
+
+    auto = "auto"  # with more than one rank
+    on = "on"  # also in one process (the sharded code path, e.g. to measure its memory on one GPU)
+
+
+@dataclass
+class DistributedConfig:
+    """Data-parallel, sharded training under torchrun (``sppo_runner.distributed``).
+
+    ``data.prompts_per_step`` stays the global batch: each of the N ranks rolls out,
+    verifies and trains on 1/N of it, and losses are normalized by global counts.
+    """
+
+    fsdp: Fsdp = Fsdp.auto
+    backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | nccl | gloo
+    timeout_s: float = 1800.0  # a collective waiting longer (a hung or dead rank) stops the job
+    reshard_after_forward: bool = True  # ZeRO-3; false keeps gathered weights until backward (ZeRO-2-like)
+    shard_size: int = 0  # ranks per shard group; 0 = all ranks (FSDP), else HSDP (e.g. GPUs per node)
+    cpu_offload: bool = False  # FSDP2 CPUOffloadPolicy: sharded weights, grads and Adam states in host memory
+    # `sppo-run distributed.nproc_per_node=4 ...` starts its ranks under torchrun itself (also for
+    # each job of a submitit sweep); 0 = one process, or the submitit launcher's gpus_per_node.
+    nproc_per_node: int = 0
+    nnodes: int = 0  # 0 = 1, or the submitit launcher's nodes
+    rdzv_port: int = 0  # multi-node rendezvous port; 0 = derived from the SLURM job id
+    gpu_memory_gb: float = 0.0  # memory plan: per-GPU memory; 0 = the device's own (not checked on CPU)
+    memory_check: bool = True  # refuse to load models whose states alone cannot fit (memory plan)
+
+
 @dataclass
 class Config:
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
@@ -263,6 +293,7 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     seed: int = 0
     resume: Optional[str] = None
     run_dir: Optional[str] = None  # set by the CLI (Hydra's run folder)
@@ -336,6 +367,11 @@ def validate(cfg: Config | DictConfig) -> None:
         betas = get(cfg, key)
         ok = len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)
         _check(ok, key, f"got {list(betas)}; allowed: two numbers in [0, 1), e.g. [0.9, 0.999]")
+    d = cfg.distributed
+    _choice(d.backend, "distributed.backend", ["auto", "gloo", "nccl"])
+    _check(d.timeout_s > 0, "distributed.timeout_s", f"must be > 0, got {d.timeout_s}")
+    _check(min(d.shard_size, d.nproc_per_node, d.nnodes) >= 0, "distributed.shard_size/nproc_per_node/nnodes",
+           "must be >= 0")
 
 
 def to_object(cfg: DictConfig) -> Config:

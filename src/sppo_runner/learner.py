@@ -38,6 +38,18 @@ def _chunks(idx: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
         yield idx[start : start + size]
 
 
+class OneProcess:
+    """Data-parallel hooks of a learner that sees the whole batch (``sppo_runner.distributed.Dist`` in a job)."""
+
+    def global_normalizer(self, norm: Normalizer) -> Normalizer:
+        """The normalizer of the whole mini-batch (every rank's share of it, under data parallelism)."""
+        return norm
+
+    def all(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on every rank (choices that change a sharded model's collectives)."""
+        return flag
+
+
 class Learner:
     """Owns the trainable models and their optimizers.
 
@@ -61,6 +73,7 @@ class Learner:
         self.skipped = {"actor": 0, "critic": 0}
         self.device = next(policy.parameters()).device
         self.autocast = lambda: autocast_context(self.device, cfg.trainer.mixed_precision)
+        self.dp: Any = OneProcess()  # replaced by the job's Dist under torchrun
 
     # ---- scoring -------------------------------------------------------------------------
     @torch.no_grad()
@@ -128,8 +141,8 @@ class Learner:
         max_len = self.cfg.rollout.max_new_tokens
         for _ in range(self.algo.critic_epochs):
             for mb in self._minibatches(batch.rollout.size):
-                norm = self.critic_kind.normalizer(batch.rollout.response_mask[mb], max_len,
-                                                   self.algo.critic_loss_micro_batch)
+                norm = self.dp.global_normalizer(self.critic_kind.normalizer(
+                    batch.rollout.response_mask[mb], max_len, self.algo.critic_loss_micro_batch))
                 mb_loss = 0.0  # micro-batch shares add up to the mini-batch loss
                 for idx, sub in self._micro_batches(mb, micro, norm):
                     roll = index_rollout(batch.rollout, idx)
@@ -153,7 +166,8 @@ class Learner:
         stats: dict[str, list[float]] = defaultdict(list)
         for _ in range(self.algo.ppo_epochs):
             for mb in self._minibatches(batch.rollout.size):
-                norm = Normalizer.of(batch.rollout.response_mask[mb], max_len, self.algo.loss_micro_batch)
+                norm = self.dp.global_normalizer(
+                    Normalizer.of(batch.rollout.response_mask[mb], max_len, self.algo.loss_micro_batch))
                 micro: dict[str, list[float]] = defaultdict(list)
                 for idx, sub in self._micro_batches(mb, self.cfg.model.micro_batch_size, norm):
                     self._actor_micro(batch, idx, T, temp, sub, micro)
@@ -191,7 +205,9 @@ class Learner:
 
     def _policy_logprobs(self, roll: RolloutBatch, T: int, temp: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs and entropy ``[b, T]``; samples of one prompt share its forward when they can."""
-        shared = len(torch.unique(roll.group)) < roll.size and not getattr(self.policy, "is_gradient_checkpointing", False)
+        checkpointing = getattr(self.policy, "is_gradient_checkpointing", False)
+        # Ranks must agree: the shared pass runs the (sharded) policy twice, the per-row pass once.
+        shared = self.dp.all(len(torch.unique(roll.group)) < roll.size) and not checkpointing
         if shared:
             return grouped_sequence_logprobs(self.policy, roll.prompt_ids, roll.prompt_mask, roll.response_ids,
                                              roll.response_mask, roll.group, temp, with_entropy=True)

@@ -17,14 +17,15 @@ from typing import Any, Optional
 
 import torch
 
-from sppo_runner import plots, rundir
+from sppo_runner import rundir
 from sppo_runner.batch import RolloutBatch, ScoredBatch
-from sppo_runner.benchmarks import eval_sampling, evaluate_sets, write_report
+from sppo_runner.benchmarks import eval_sampling, evaluate_sets
 from sppo_runner.evaluation import evaluate
 from sppo_runner.rollout.base import SamplingParams
-from sppo_runner.session import Session, build_session, dist_info
+from sppo_runner.distributed import env_rank
+from sppo_runner.session import Session, build_session
 from sppo_runner.signals import StopFlag
-from sppo_runner.telemetry import memory_metrics, reset_peak_memory
+from sppo_runner.telemetry import reset_peak_memory
 
 log = logging.getLogger(__name__)
 
@@ -112,16 +113,16 @@ def run_eval(s: Session) -> dict[str, float]:
     """
     e = s.cfg.eval
     params = eval_sampling(s.cfg)
-    gen = torch.Generator().manual_seed(s.cfg.seed + 7919 * (s.counters.step + 1))
-    answers = [p.answer for p in s.heldout.problems]
+    gen = torch.Generator().manual_seed(s.dist.rank_seed(s.cfg.seed + 7919 * (s.counters.step + 1)))
+    answers = [p.answer for p in s.heldout.problems]  # this rank's share of the held-out set
     with s.learner.autocast():
         m = evaluate(s.policy, s.engine, s.heldout.token_ids, answers, s.verifier, e, params, gen)
         if s.benchmarks:
             m.update(evaluate_sets(s.policy, s.engine, s.verifier, s.benchmarks, e, params, gen))
-        if s.rank == 0:
-            prefixes = {"heldout": "eval", **{name: f"eval/{name}" for name in s.benchmarks}}
-            text, _ = write_report(s.run_dir / "eval", f"step{s.counters.step:06d}", m, prefixes, e.k)
-            s.tracker.write(f"step {s.counters.step} validation:\n{text}")
+    m = s.dist.reduce_eval(m)  # the shards' metrics, as one evaluation of the whole set
+    prefixes = {"heldout": "eval", **{name: f"eval/{name}" for name in s.benchmarks}}
+    text = s.tracker.report(s.run_dir / "eval", f"step{s.counters.step:06d}", m, prefixes, e.k)
+    s.tracker.write(f"step {s.counters.step} validation:\n{text}")
     return m
 
 
@@ -135,18 +136,21 @@ def train_step(s: Session) -> dict[str, float]:
     if s.counters.step >= s.cfg.algorithm.critic_warmup_steps:
         metrics.update(s.learner.update_actor(scored))
     t2 = time.perf_counter()
+    # Over every rank: budgets and eval cadence must see the same numbers everywhere.
+    prompts, samples, tokens, seconds = s.dist.step_totals(len(c.prompt_idx), c.rollout.size, c.rollout.n_tokens,
+                                                           t2 - t0)
     s.counters.step += 1
-    s.counters.prompts += len(c.prompt_idx)
-    s.counters.samples += c.rollout.size
-    s.counters.tokens += c.rollout.n_tokens
-    s.counters.train_seconds += t2 - t0
+    s.counters.prompts += prompts
+    s.counters.samples += samples
+    s.counters.tokens += tokens
+    s.counters.train_seconds += seconds
     metrics.update(rollout_metrics(c, scored, s.sampling.n, s.sampling.max_new_tokens))
     metrics.update({
         "perf/step_seconds": t2 - t0, "perf/rollout_seconds": c.rollout_s, "perf/verify_seconds": c.verify_s,
         "perf/update_seconds": t2 - t1, "perf/tokens_per_s": c.rollout.n_tokens / max(c.rollout_s, 1e-9),
     })
     s.tracker.log_samples(s.counters.step, sample_rows(s, c, scored))
-    return metrics
+    return s.dist.reduce_metrics(metrics)
 
 
 def _update_wall(s: Session, t_start: float) -> None:
@@ -158,7 +162,7 @@ def train(s: Session, stop: StopFlag, t_start: float) -> str:
     """Runs steps until a budget is reached or a stop is requested; returns why it stopped."""
     t = s.cfg.trainer
     while (reason := s.counters.budget_reached(t)) is None:
-        if stop.requested:
+        if s.dist.any(stop.requested):
             s.save_checkpoint()
             return "interrupted"
         seconds_before = s.counters.train_seconds
@@ -172,7 +176,7 @@ def train(s: Session, stop: StopFlag, t_start: float) -> str:
             s.tracker.write(f"step {step}: held-out mean@{s.cfg.eval.k} = {metrics['eval/mean@k']:.3f}")
         _update_wall(s, t_start)
         metrics.update(s.counters.as_metrics())
-        metrics.update(memory_metrics(s.device))
+        metrics.update(s.dist.memory_metrics())
         s.tracker.log(step, metrics)
         s.tracker.progress(step, {"reward": f"{metrics['reward/mean']:.2f}",
                                   "acc": f"{s.history.get('last_eval', float('nan')):.2f}",
@@ -190,26 +194,22 @@ def finish(s: Session, reason: str, t_start: float) -> dict[str, Any]:
     _update_wall(s, t_start)
     s.tracker.log(s.counters.step, {**final, **s.counters.as_metrics()})
     s.save_checkpoint()
-    if s.rank == 0:
-        s.policy.save_pretrained(s.run_dir / "final" / "policy")
-        s.tokenizer.save_pretrained(s.run_dir / "final" / "policy")
-        if s.critic is not None:
-            s.critic.save_pretrained(s.run_dir / "final" / "critic")
-        plots.training_curves(s.run_dir / "metrics.jsonl", s.run_dir / "curves.png")
+    s.save_final()
+    s.tracker.plot_curves()
     before = s.history["eval_before"]
     k = s.cfg.eval.k
     summary = {
         "algorithm": s.cfg.algorithm.name, "seed": s.cfg.seed, "stop_reason": reason, "k": k,
-        "n_heldout_problems": len(s.heldout.problems),
+        "n_heldout_problems": int(final["eval/n_problems"]),
         "heldout_accuracy_before": before["eval/mean@k"], "heldout_accuracy_after": final["eval/mean@k"],
         "heldout_greedy_before": before.get("eval/greedy_acc"), "heldout_greedy_after": final.get("eval/greedy_acc"),
         "steps": s.counters.step, "prompts": s.counters.prompts, "samples": s.counters.samples,
         "generated_tokens": s.counters.tokens, "train_seconds": s.counters.train_seconds,
         "wall_seconds": s.counters.wall_seconds, "n_params": s.history["n_params"],
-        "peak_memory": memory_metrics(s.device),
+        "peak_memory": s.dist.memory_metrics(),
     }
     s.tracker.write(
-        f"held-out accuracy (mean@{k}, {len(s.heldout.problems)} problems): "
+        f"held-out accuracy (mean@{k}, {int(final['eval/n_problems'])} problems): "
         f"{before['eval/mean@k']:.3f} -> {final['eval/mean@k']:.3f}"
     )
     s.tracker.finish(summary)
@@ -232,7 +232,7 @@ def run(cfg: Any, run_dir: Optional[Path] = None) -> dict[str, Any]:
         ResumeError: ``cfg.resume`` cannot continue the folder.
     """
     run_dir = Path(run_dir or cfg.resume or cfg.run_dir or "outputs/run")
-    with rundir.open_run(cfg, run_dir, rank=dist_info()[0]):  # lock, checks, config.yaml
+    with rundir.open_run(cfg, run_dir, rank=env_rank()[0]):  # lock, checks, config.yaml
         return _run(cfg, run_dir)
 
 

@@ -82,6 +82,10 @@ def resolve_run_dir(resume: Optional[str]) -> str:
         if not path.exists():  # Hydra will create it; a refused resume takes it away again
             _CREATED.setdefault(path.resolve(), [path.resolve()])
         return str(path)
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # ranks of one torchrun job share rank 0's folder
+        from sppo_runner.distributed.launch import agree_across_ranks
+
+        return _once(("run",), lambda: agree_across_ranks("run_dir", lambda: resolve_new_dir("outputs")))
     return resolve_new_dir("outputs")
 
 

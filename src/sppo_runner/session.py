@@ -8,7 +8,6 @@ checkpoint of a Session is a checkpoint of the run.
 from __future__ import annotations
 
 import logging
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,27 +16,22 @@ from typing import Any, Optional
 import torch
 from omegaconf import OmegaConf
 
-from sppo_runner import checkpoint
+from sppo_runner import checkpoint, distributed
 from sppo_runner.algorithms import ALGORITHMS, AlgorithmSpec
 from sppo_runner.benchmarks import load_benchmarks
 from sppo_runner.checkpoint import Counters
 from sppo_runner.data import load_datasets
 from sppo_runner.data.prompts import EncodedProblems, encode, longest_prompt, require_prompts
 from sppo_runner.data.sampler import PromptSampler
+from sppo_runner.distributed import checkpoint as sharded_checkpoint
 from sppo_runner.learner import Learner
-from sppo_runner.models import check_context
-from sppo_runner.models import load_critic, load_policy, load_reference, load_tokenizer, n_params, resolve_device
+from sppo_runner.models import check_context, load_critic, load_policy, load_reference, load_tokenizer, n_params
 from sppo_runner.rollout import make_engine
 from sppo_runner.rollout.base import SamplingParams
 from sppo_runner.tracking import Tracker
 from sppo_runner.verifier import Verifier
 
 log = logging.getLogger(__name__)
-
-
-def dist_info() -> tuple[int, int]:
-    """(rank, world size) from torchrun's environment; (0, 1) otherwise."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -71,6 +65,7 @@ class Session:
     history: dict[str, Any] = field(default_factory=dict)
     rank: int = 0
     benchmarks: dict[str, EncodedProblems] = field(default_factory=dict)  # eval.benchmarks, encoded
+    dist: distributed.Dist = field(default_factory=distributed.Dist)  # ranks, collectives (identity in one process)
 
     def trainer_state(self) -> dict[str, Any]:
         return {
@@ -84,14 +79,21 @@ class Session:
         }
 
     def save_checkpoint(self) -> Optional[Path]:
+        if self.dist.sharded:  # every rank writes its shards
+            return sharded_checkpoint.save(self)
         if self.rank != 0:
             return None
         return checkpoint.save(self.run_dir, self.counters, {"policy": self.policy, "critic": self.critic},
                                self.tokenizer, self.trainer_state(), self.cfg.trainer.keep_checkpoints)
 
+    def save_final(self) -> None:
+        """``final/policy`` (+ tokenizer) and ``final/critic``, loadable with ``from_pretrained``."""
+        sharded_checkpoint.save_final(self, self.run_dir / "final")
+
     def close(self) -> None:
         self.verifier.close()
         self.engine.close()
+        self.dist.close()
 
 
 def engine_options(r: Any) -> dict[str, Any]:
@@ -110,6 +112,8 @@ def sampling_params(cfg: Any) -> SamplingParams:
 
 
 def _restore(s: Session, ckpt: Path, state: dict[str, Any]) -> None:
+    if s.dist.sharded or sharded_checkpoint.is_sharded_checkpoint(state):
+        return sharded_checkpoint.restore(s, ckpt, state)
     checkpoint.load_weights(s.policy, ckpt / "policy")
     if s.critic is not None:
         checkpoint.load_weights(s.critic, ckpt / "critic")
@@ -124,7 +128,6 @@ def _restore(s: Session, ckpt: Path, state: dict[str, Any]) -> None:
 
 def build_session(cfg: Any, run_dir: Path) -> Session:
     """Loads models and data and, when ``cfg.resume`` is set, restores the latest checkpoint."""
-    rank, world = dist_info()
     from transformers.utils import logging as hf_logging
 
     # Per-file load/save bars of transformers would bury the run's own progress bar.
@@ -132,16 +135,19 @@ def build_session(cfg: Any, run_dir: Path) -> Session:
     ckpt = checkpoint.latest(run_dir) if cfg.resume else None
     if cfg.resume and ckpt is None:
         raise FileNotFoundError(f"resume={cfg.resume}: no checkpoint under {run_dir}/checkpoints")
+    dist = distributed.setup(cfg)  # process group, batch split checks, memory plan (before any weights)
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     if cfg.trainer.threads > 0:
         torch.set_num_threads(cfg.trainer.threads)
     spec = ALGORITHMS[cfg.algorithm.name]
-    device = resolve_device(cfg.trainer.device)
+    device, where = dist.device, distributed.load_device(dist)
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
-    policy = load_policy(cfg.model, device)
-    critic = load_critic(cfg.critic, device) if spec.critic != "none" else None
+    policy = load_policy(cfg.model, where)
+    critic = load_critic(cfg.critic, where) if spec.critic != "none" else None
     uses_ref = cfg.algorithm.kl_coef > 0 or cfg.algorithm.kl_in_reward_coef > 0
-    ref = load_reference(cfg.model, device) if uses_ref else None
+    ref = load_reference(cfg.model, where) if uses_ref else None
+    sizes = {"policy": n_params(policy), "critic": n_params(critic)}
+    policy, critic, ref, rollout_copy = distributed.shard_models(dist, cfg, policy, critic, ref)
     train_problems, heldout_problems = load_datasets(cfg.data, cfg.eval.n_problems)
     train = encode(train_problems, tokenizer, cfg.data)
     heldout = encode(heldout_problems, tokenizer, cfg.data)
@@ -149,19 +155,25 @@ def build_session(cfg: Any, run_dir: Path) -> Session:
     require_prompts({"training set": train, "held-out set": heldout, **{f"benchmark {k}": v for k, v in benchmarks.items()}},
                     cfg.data)
     check_context(cfg, spec.critic, policy, critic, longest_prompt(train, heldout, *benchmarks.values()))
+    # Each rank evaluates its share of every held-out set; the metrics are gathered.
+    heldout = distributed.shard_problems(dist, heldout, "eval.n_problems")
+    benchmarks = {name: distributed.shard_problems(dist, enc, f"eval.benchmarks.{name}") for name, enc in benchmarks.items()}
     learner = Learner(spec, cfg, policy, critic, ref, seed=cfg.seed)
-    sampler = PromptSampler(len(train.problems), cfg.data.prompts_per_step, cfg.seed, rank, world)
+    learner.dp = dist  # global loss normalizers and rank-consistent choices
+    sampler = PromptSampler(len(train.problems), cfg.data.prompts_per_step, cfg.seed, dist.rank, dist.world)
     config_dict = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
     state = checkpoint.load_state(ckpt) if ckpt else {}
-    tracker = Tracker(run_dir, config_dict, cfg.logger, cfg.trainer.steps, rank, state.get("wandb_id"),
+    tracker = Tracker(run_dir, config_dict, cfg.logger, cfg.trainer.steps, dist.rank, state.get("wandb_id"),
                       state.get("counters", {}).get("step", 0))
+    dist.write = tracker.write
     engine = make_engine(cfg.rollout.backend, tokenizer, **engine_options(cfg.rollout))
+    engine = distributed.rollout_engine(dist, engine, policy, learner, rollout_copy)  # sharded: a full copy
     verifier = Verifier(extractors=tuple(cfg.verifier.extractors), timeout_s=cfg.verifier.timeout_s,
                         workers=cfg.verifier.workers or None)
     s = Session(cfg, spec, Path(run_dir), device, tokenizer, policy, critic, engine, verifier, learner, train,
-                heldout, sampler, torch.Generator().manual_seed(cfg.seed), tracker, sampling_params(cfg), rank=rank,
-                benchmarks=benchmarks)
-    s.history["n_params"] = {"policy": n_params(policy), "critic": n_params(critic)}
+                heldout, sampler, torch.Generator().manual_seed(dist.rank_seed(cfg.seed)), tracker,
+                sampling_params(cfg), rank=dist.rank, benchmarks=benchmarks, dist=dist)
+    s.history["n_params"] = sizes
     if ckpt is not None:
         _restore(s, ckpt, state)
         log.info("resumed from %s at step %d", ckpt, s.counters.step)

@@ -199,3 +199,18 @@ class Tracker:
             self.wandb.finish()
             if self.wandb_mode == "offline":
                 print(f"W&B logged offline; upload with: {offline_sync_command(self.run_dir, run_id)}", flush=True)
+
+    def report(self, folder: Path, stem: str, metrics: dict[str, float], prefixes: dict[str, str], k: int) -> str:
+        """Writes the validation table ``folder/<stem>.md|json``; returns its Markdown ("" off rank 0)."""
+        if not self.active:
+            return ""
+        from sppo_runner.benchmarks import write_report
+
+        return write_report(folder, stem, metrics, prefixes, k)[0]
+
+    def plot_curves(self) -> None:
+        """``curves.png`` from metrics.jsonl."""
+        if self.active:
+            from sppo_runner import plots
+
+            plots.training_curves(self.metrics_path, self.run_dir / "curves.png")
