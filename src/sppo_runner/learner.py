@@ -63,8 +63,10 @@ class Learner:
         self.skipped = {"actor": 0, "critic": 0}
         self.device = next(policy.parameters()).device
         self.autocast = lambda: autocast_context(self.device, cfg.trainer.mixed_precision)
+        mixed = str(getattr(cfg.trainer.mixed_precision, "value", cfg.trainer.mixed_precision))
+        float32 = next(policy.parameters()).dtype == torch.float32 and mixed == "none"
         self.recompute_old = recompute_old_logprobs(getattr(self.algo, "recompute_old_logprobs", "auto"),
-                                                    cfg.rollout.backend)
+                                                    cfg.rollout.backend, float32)
 
     # ---- scoring -------------------------------------------------------------------------
     @torch.no_grad()

@@ -20,17 +20,20 @@ DEFAULT_BACKEND = "native"
 RECOMPUTE_MODES = ("auto", "on", "off")
 
 
-def recompute_old_logprobs(mode: str, backend: str) -> bool:
+def recompute_old_logprobs(mode: str, backend: str, float32: bool = True) -> bool:
     """Whether the learner recomputes the sampled tokens' log-probs before its update.
 
-    ``auto`` recomputes for backends whose log-probs are not the learner's own numerics
-    (``exact_logprobs = False``: vLLM's kernels); ``on`` / ``off`` force it.
+    ``auto`` recomputes when the engine's numerics differ from the learner's: a backend
+    with its own kernels (``exact_logprobs = False``: vLLM), or any backend computing in
+    bf16/fp16 (``float32=False``), where log-probs differ by up to ~0.1-0.2 nat. The
+    native and hf backends in float32 equal the learner to 1e-4, so ``auto`` skips it
+    there. ``on`` / ``off`` force it.
     """
     mode = getattr(mode, "value", mode)
     if mode not in RECOMPUTE_MODES:
         raise ValueError(f"recompute_old_logprobs={mode!r}; allowed values: {', '.join(RECOMPUTE_MODES)}")
     if mode == "auto":
-        return not getattr(BACKENDS[backend], "exact_logprobs", True)
+        return not (getattr(BACKENDS[backend], "exact_logprobs", True) and float32)
     return mode == "on"
 
 

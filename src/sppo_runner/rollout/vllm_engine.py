@@ -134,7 +134,7 @@ class VLLMEngine:
     # ---- lifecycle -----------------------------------------------------------------------
     def _start(self, model: torch.nn.Module) -> None:
         """Creates the vLLM engine for ``model`` (once per run)."""
-        from sppo_runner.rollout.vllm_setup import llm_kwargs, quiet_start, write_model_config
+        from sppo_runner.rollout.vllm_setup import llm_kwargs, quiet_expected_warnings, quiet_start, write_model_config
 
         device = next(model.parameters()).device
         if self.sleep_level and device.type != "cuda":
@@ -148,6 +148,7 @@ class VLLMEngine:
 
             t0 = time.perf_counter()
             self.llm = LLM(**kwargs)
+        quiet_expected_warnings()
         log.info("vLLM engine ready in %.1f s (%s)", time.perf_counter() - t0, device)
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import os
 import random
 from typing import Iterator, Optional
@@ -62,6 +63,25 @@ def llm_kwargs(model: torch.nn.Module, folder: str, device: torch.device, dtype:
     if max_num_seqs:
         kw["max_num_seqs"] = max_num_seqs
     return kw
+
+
+# vLLM warnings that every weight sync of a colocated engine triggers, all expected: modules
+# without checkpoint weights (rotary tables; a tied lm_head, re-processed by the worker
+# extension) and the EOS id of an engine started without a tokenizer (we pass stop_token_ids).
+_EXPECTED = ("RotaryEmbedding: Failed to load weights", "ParallelLMHead: Failed to load weights",
+             "Using None for EOS token id because tokenizer is not initialized")
+
+
+class _DropExpected(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(text in record.getMessage() for text in _EXPECTED)
+
+
+def quiet_expected_warnings() -> None:
+    """Keeps vLLM's per-sync warnings that are expected here out of the run's log."""
+    for handler in logging.getLogger("vllm").handlers:
+        if not any(isinstance(f, _DropExpected) for f in handler.filters):
+            handler.addFilter(_DropExpected())
 
 
 @contextlib.contextmanager
