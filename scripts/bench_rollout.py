@@ -1,4 +1,4 @@
-"""Rollout throughput: the ``native`` engine against ``hf`` (``model.generate``).
+"""Rollout throughput: the ``native`` engine against ``hf`` (``model.generate``) and ``vllm``.
 
 Fairness: both backends get the same model, prompts (the synthetic demo task),
 batch and ``max_new_tokens``, sample at temperature 1 with ``ignore_eos`` (EOS
@@ -21,14 +21,24 @@ load average is recorded): OpenMP threads stall whenever a core is taken, so
 ``generate`` can drop by 10-50x under load while the native engine does not.
 Run it two or three times; ``--threads 1`` gives the per-core comparison.
 
+Where vLLM is importable (``.venv-vllm``, ``make vllm-venv``), a ``vllm`` row joins the
+same rounds (vLLM's engine in this process, ``ignore_eos`` as ``min_tokens``, one seeded
+request per row) and the weight sync the training loop does after every update is timed
+(best and median of ``--sync-repeats`` syncs of the whole policy). ``--large`` builds a random
+~50M-parameter Qwen2 with head size 64 locally (nothing downloaded), where vLLM's per-step
+overhead weighs less than on the 1M embedded policy.
+
 Usage::
 
     python scripts/bench_rollout.py                       # embedded policy, CPU float32
     python scripts/bench_rollout.py --random-model        # tiny random Qwen2
+    python scripts/bench_rollout.py --large               # random 50M Qwen2, head size 64
+    .venv-vllm/bin/python scripts/bench_rollout.py        # ... with the vllm row
     python scripts/bench_rollout.py --device cuda --dtype bfloat16
 
 The last line printed is one JSON object (``ratio_at_demo_batch``, ``ratio_at_256``,
-tokens/s per backend and batch, device).
+tokens/s per backend and batch, ``vllm_ratio_at_<batch>`` (vllm / native),
+``vllm_weight_sync_ms``, device).
 """
 
 from __future__ import annotations
@@ -52,6 +62,7 @@ from sppo_runner.rollout import SamplingParams, make_engine
 from sppo_runner.rollout.common import left_pad
 from sppo_runner.rollout.decoders import fused_unsupported
 from sppo_runner.rollout.hf_decoder import HFDecoder
+from sppo_runner.rollout.vllm_engine import live_weights, vllm_available
 
 DEMO_BATCH = 64
 
@@ -60,7 +71,13 @@ def load_model(args):
     """The embedded policy (or a tiny random Qwen2) and its tokenizer."""
     dtype = getattr(torch, args.dtype)
     policy = ROOT / "src" / "sppo_runner" / "assets" / "policy"
-    if not args.random_model and (policy / "config.json").is_file():
+    if args.large:
+        from sppo_runner.rollout.tiny import tiny_causal_lm, tiny_tokenizer
+
+        # ~50M parameters, head size 64 (768 / 12), grouped-query attention like Qwen2.5.
+        model = tiny_causal_lm("qwen2", hidden=768, layers=8, heads=12, kv_heads=4, intermediate=2048, seed=0)
+        model, tokenizer, name = model.to(dtype), tiny_tokenizer(), "random-qwen2-50m"
+    elif not args.random_model and (policy / "config.json").is_file():
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         model = AutoModelForCausalLM.from_pretrained(policy, dtype=dtype)
@@ -128,6 +145,19 @@ def time_engines(
     return best
 
 
+def time_weight_sync(engine, model, repeats: int) -> dict:
+    """Best and median time of the sync the training loop does after every update (ms)."""
+    times = []
+    for _ in range(repeats):
+        with torch.no_grad():  # an in-place update, as an optimizer step makes
+            next(model.parameters()).mul_(1.0)
+        times.append(engine.sync_weights(model) * 1e3)
+    times.sort()
+    size = sum(t.numel() * t.element_size() for _, t in live_weights(model)) / 2**20
+    return {"vllm_weight_sync_ms": round(times[0], 2), "vllm_weight_sync_ms_median": round(times[len(times) // 2], 2),
+            "weight_mb": round(size, 1)}
+
+
 def _forward_passes(decoder_cls, model, ids, mask, max_new) -> None:
     with torch.inference_mode():
         decoder = decoder_cls(model)
@@ -177,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="tiny random Qwen2 instead of the embedded policy",
     )
+    ap.add_argument(
+        "--large", action="store_true",
+        help="random ~50M-parameter Qwen2 with head size 64, built locally",
+    )
+    ap.add_argument("--no-vllm", action="store_true", help="leave vLLM out even when importable")
+    ap.add_argument("--sync-repeats", type=int, default=5, help="timed vLLM weight syncs")
     ap.add_argument("--device", default="cpu")
     ap.add_argument(
         "--dtype", default="float32", choices=["float32", "bfloat16", "float16"]
@@ -219,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
             "native", tokenizer, parallel=args.parallel, compile=args.compile
         ),
     }
-    # Warm-up: first calls pay for lazy initialization in both backends.
+    if vllm_available() and not args.no_vllm:
+        engines["vllm"] = make_engine("vllm", tokenizer)
+    # Warm-up: first calls pay for lazy initialization in every backend (vLLM starts here).
     for engine in engines.values():
         engine.generate(
             model,
@@ -251,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
         times = time_engines(engines, model, batch, params, args.device, args.repeats)
         tps = {k: n_tokens / t for k, t in times.items()}
         line = f"batch {size:4d}: hf {tps['hf']:9.0f} tok/s  native {tps['native']:9.0f} tok/s  ratio {tps['native'] / tps['hf']:.2f}"
+        if "vllm" in tps:
+            line += f"  vllm {tps['vllm']:9.0f} tok/s (vllm/native {tps['vllm'] / tps['native']:.2f})"
+            result[f"vllm_ratio_at_{size}"] = round(tps["vllm"] / tps["native"], 3)
         if not args.no_floor:
             floors = time_floors(
                 engines["native"], model, batch, pad_id, args.max_new_tokens, args.device, args.repeats
@@ -263,6 +304,11 @@ def main(argv: list[str] | None = None) -> int:
         result[f"ratio_at_{size}"] = round(tps["native"] / tps["hf"], 3)
     if DEMO_BATCH in sizes:
         result["ratio_at_demo_batch"] = result[f"ratio_at_{DEMO_BATCH}"]
+    if "vllm" in engines:
+        result.update(time_weight_sync(engines["vllm"], model, args.sync_repeats))
+        print(f"vllm weight sync: best {result['vllm_weight_sync_ms']:.1f} ms, median "
+              f"{result['vllm_weight_sync_ms_median']:.1f} ms for {result['weight_mb']:.1f} MB", flush=True)
+        engines["vllm"].close()
     result["loadavg_1min_start_end"] = [
         round(load_start, 2),
         round(os.getloadavg()[0], 2),

@@ -8,6 +8,7 @@ the key and the allowed values too.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
@@ -40,6 +41,14 @@ class KLEstimator(str, Enum):
 class CpuParallel(str, Enum):
     processes = "processes"
     threads = "threads"
+
+
+class RecomputeOldLogprobs(str, Enum):
+    """Whether the learner recomputes the sampled tokens' log-probs before the update."""
+
+    auto = "auto"  # on for engines whose numerics differ from the learner's (vllm), off otherwise
+    on = "on"
+    off = "off"
 
 
 class WandbMode(str, Enum):
@@ -113,6 +122,9 @@ class AlgorithmConfig:
     kl_in_reward_coef: float = 0.0  # KL to the reference, subtracted from rewards
     kl_in_reward_estimator: KLEstimator = KLEstimator.k3
     entropy_coef: float = 0.0
+    # Old log-probs (the PPO ratio's denominator) from the learner's own forward instead of the
+    # engine's; logs rollout/logprob_abs_diff_mean/_max (engine vs learner) whenever it runs.
+    recompute_old_logprobs: RecomputeOldLogprobs = RecomputeOldLogprobs.auto
 
 
 @dataclass
@@ -179,8 +191,23 @@ class DataConfig:
 
 
 @dataclass
+class VLLMConfig:
+    """``rollout.backend=vllm``: vLLM's engine colocated with the learner (see rollout/vllm_engine.py)."""
+
+    tensor_parallel_size: int = 1  # ranks per vLLM instance under torchrun (external_launcher)
+    gpu_memory_utilization: float = 0.5  # GPU share for vLLM's weights + KV cache; the learner needs the rest
+    kv_cache_gib: float = 0.0  # explicit KV-cache size; 0 = from gpu_memory_utilization (GPU), 1 GiB (CPU)
+    sleep_level: int = 0  # GPU only. 0 off; 1 offload weights + free KV cache during updates; 2 free both
+    dtype: str = "auto"  # auto = the learner's compute dtype (autocast's, else the weights')
+    enforce_eager: Optional[bool] = None  # None = eager on CPU, CUDA graphs on GPU
+    enable_prefix_caching: bool = True
+    max_model_len: int = 0  # 0 = the model's max_position_embeddings
+    max_num_seqs: int = 0  # sequences decoded at once; 0 = vLLM's default
+
+
+@dataclass
 class RolloutConfig:
-    backend: str = "native"
+    backend: str = "native"  # native | hf | vllm
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
@@ -189,6 +216,7 @@ class RolloutConfig:
     micro_batch_size: int = 0  # rows generated at once; 0 = all
     workers: int = 0  # CPU chunks decoded concurrently; 0 = torch's thread count
     cpu_parallel: CpuParallel = CpuParallel.processes  # how CPU chunks run
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
 
 
 @dataclass
@@ -345,6 +373,11 @@ def validate(cfg: Config | DictConfig) -> None:
     _choice(a.loss_agg, "algorithm.loss_agg", list(LOSS_AGG_MODES))
     check_ranges(cfg)
     _choice(cfg.rollout.backend, "rollout.backend", list(BACKENDS))
+    if cfg.rollout.backend == "vllm":
+        from sppo_runner.rollout.vllm_engine import config_problems
+
+        for key, msg in config_problems(cfg, world_size=int(os.environ.get("WORLD_SIZE", 1))):
+            _check(False, key, msg)
     for i, name in enumerate(cfg.verifier.extractors):
         _choice(name, f"verifier.extractors[{i}]", list(EXTRACTORS))
     _check(

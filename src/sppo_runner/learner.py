@@ -19,6 +19,8 @@ from sppo_runner.algorithms.losses import Normalizer, aggregate, clipped_policy_
 from sppo_runner.batch import RolloutBatch, ScoredBatch, index_rollout
 from sppo_runner.critics import CRITICS
 from sppo_runner.logprobs import grouped_sequence_logprobs, sequence_logprobs
+from sppo_runner.old_logprobs import recompute
+from sppo_runner.rollout import recompute_old_logprobs
 
 
 def autocast_context(device: torch.device, mixed_precision: Any) -> Any:
@@ -74,6 +76,10 @@ class Learner:
         self.device = next(policy.parameters()).device
         self.autocast = lambda: autocast_context(self.device, cfg.trainer.mixed_precision)
         self.dp: Any = OneProcess()  # replaced by the job's Dist under torchrun
+        mixed = str(getattr(cfg.trainer.mixed_precision, "value", cfg.trainer.mixed_precision))
+        float32 = next(policy.parameters()).dtype == torch.float32 and mixed == "none"
+        self.recompute_old = recompute_old_logprobs(getattr(self.algo, "recompute_old_logprobs", "auto"),
+                                                    cfg.rollout.backend, float32)
 
     # ---- scoring -------------------------------------------------------------------------
     @torch.no_grad()
@@ -84,6 +90,9 @@ class Learner:
         Everything returned lives on the policy's device.
         """
         rollout, rewards = rollout.to(self.device), rewards.to(self.device)
+        metrics: dict[str, float] = {}
+        if self.recompute_old:
+            rollout, metrics = self._recompute_old(rollout)
         baseline_rewards = None if baseline_rewards is None else baseline_rewards.to(self.device)
         values = None
         if self.critic_kind is not None:
@@ -101,7 +110,19 @@ class Learner:
             token_rewards = token_rewards - self.algo.kl_in_reward_coef * kl * rollout.response_mask
         inp = AdvantageInputs(token_rewards, rollout.response_mask.float(), rollout.group, values, baseline_rewards)
         adv, returns = self.spec.advantage(inp, self.algo)
-        return ScoredBatch(rollout, rewards, adv, returns, values, ref_lp)
+        return ScoredBatch(rollout, rewards, adv, returns, values, ref_lp, extra={"metrics": metrics})
+
+    def _recompute_old(self, rollout: RolloutBatch) -> tuple[RolloutBatch, dict[str, float]]:
+        """The learner's own log-probs of the sampled tokens (``algorithm.recompute_old_logprobs``)."""
+        T, temp = rollout.response_ids.shape[1], self.cfg.rollout.temperature
+        was_training = self.policy.training
+        self.policy.eval()
+        try:
+            with self.autocast():
+                return recompute(rollout, lambda r: self._policy_logprobs(r, T, temp, with_entropy=False)[0],
+                                 self.cfg.model.micro_batch_size)
+        finally:
+            self.policy.train(was_training)
 
     # ---- updates -------------------------------------------------------------------------
     def _minibatches(self, n: int) -> Iterator[torch.Tensor]:
@@ -203,15 +224,16 @@ class Learner:
         for k, v in pg.items():
             stats[f"actor/{k}"].append(float(v))
 
-    def _policy_logprobs(self, roll: RolloutBatch, T: int, temp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _policy_logprobs(self, roll: RolloutBatch, T: int, temp: float,
+                         with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs and entropy ``[b, T]``; samples of one prompt share its forward when they can."""
         checkpointing = getattr(self.policy, "is_gradient_checkpointing", False)
         # Ranks must agree: the shared pass runs the (sharded) policy twice, the per-row pass once.
         shared = self.dp.all(len(torch.unique(roll.group)) < roll.size) and not checkpointing
         if shared:
             return grouped_sequence_logprobs(self.policy, roll.prompt_ids, roll.prompt_mask, roll.response_ids,
-                                             roll.response_mask, roll.group, temp, with_entropy=True)
-        return sequence_logprobs(self.policy, *roll.full(), T, temp, with_entropy=True)
+                                             roll.response_mask, roll.group, temp, with_entropy=with_entropy)
+        return sequence_logprobs(self.policy, *roll.full(), T, temp, with_entropy=with_entropy)
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -21,6 +21,7 @@ from sppo_runner import rundir
 from sppo_runner.batch import RolloutBatch, ScoredBatch
 from sppo_runner.benchmarks import eval_sampling, evaluate_sets
 from sppo_runner.evaluation import evaluate
+from sppo_runner.rollout import sync_weights
 from sppo_runner.rollout.base import SamplingParams
 from sppo_runner.distributed import env_rank
 from sppo_runner.session import Session, build_session
@@ -86,6 +87,7 @@ def rollout_metrics(c: Collected, scored: ScoredBatch, n_per_prompt: int, max_ne
         v = torch.sigmoid(scored.values)
         m["critic/value_mean"] = v.mean().item()
         m["critic/value_reward_corr"] = torch.corrcoef(torch.stack([v, scored.rewards]))[0, 1].nan_to_num().item()
+    m.update(scored.extra.get("metrics", {}))  # rollout/logprob_abs_diff_* when old log-probs were recomputed
     return m
 
 
@@ -135,6 +137,7 @@ def train_step(s: Session) -> dict[str, float]:
     metrics = s.learner.update_critic(scored)
     if s.counters.step >= s.cfg.algorithm.critic_warmup_steps:
         metrics.update(s.learner.update_actor(scored))
+        metrics.update(sync_weights(s.engine, s.policy))  # engines with their own copy of the weights
     t2 = time.perf_counter()
     # Over every rank: budgets and eval cadence must see the same numbers everywhere.
     prompts, samples, tokens, seconds = s.dist.step_totals(len(c.prompt_idx), c.rollout.size, c.rollout.n_tokens,

@@ -7,6 +7,7 @@ checkpoint of a Session is a checkpoint of the run.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from dataclasses import dataclass, field
@@ -102,6 +103,9 @@ def engine_options(r: Any) -> dict[str, Any]:
     if r.backend == "native":
         parallel = r.cpu_parallel.value if hasattr(r.cpu_parallel, "value") else str(r.cpu_parallel)
         opts.update(workers=r.workers or None, parallel=parallel)
+    if r.backend == "vllm":
+        v = r.vllm
+        opts.update(dataclasses.asdict(v) if dataclasses.is_dataclass(v) else OmegaConf.to_container(v))
     return opts
 
 

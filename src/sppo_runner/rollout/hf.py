@@ -30,6 +30,8 @@ class HFEngine:
         micro_batch_size: Most rows per ``generate`` call (None or 0: all).
     """
 
+    exact_logprobs = True  # log-probs computed as the learner computes them (to 1e-4 in float32)
+
     def __init__(self, tokenizer, micro_batch_size: int | None = None) -> None:
         self.tokenizer = tokenizer
         self.micro_batch_size = micro_batch_size

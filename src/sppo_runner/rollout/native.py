@@ -68,6 +68,8 @@ class NativeEngine:
             and was 22% slower at batch 256 (``bench_rollout.py --compile``).
     """
 
+    exact_logprobs = True  # log-probs computed as the learner computes them (to 1e-4 in float32)
+
     def __init__(
         self,
         tokenizer,
