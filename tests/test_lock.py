@@ -48,8 +48,10 @@ def requirement_closure(root: str) -> set[str]:
     return seen
 
 
-def test_lock_lists_pyproject_dependencies():
-    pins = read_pins(REPO / "requirements" / "lock.txt")
+@pytest.mark.parametrize("lock", ["lock.txt", "lock-vllm.txt"])
+def test_lock_lists_pyproject_dependencies(lock):
+    """Each lock covers pyproject.toml's dependencies (`make lock` / `make lock-vllm` after a change)."""
+    pins = read_pins(REPO / "requirements" / lock)
     text = (REPO / "pyproject.toml").read_text()
     deps = re.findall(r'^\s+"([A-Za-z0-9_.\-]+)[><=~!]', text, flags=re.M)
     assert len(deps) >= 10
