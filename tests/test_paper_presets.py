@@ -56,6 +56,10 @@ REFERENCE = {
     "kl_coef": (0.0, 0.0, "script:35 actor_rollout_ref.actor.use_kl_loss=False"),
 }
 PPO_VALUE_CLIP = (0.5, "verl/trainer/config/critic/critic.yaml:77 cliprange_value")
+# verifier.rule: the reward of every math* data source (all the paper's files, DAPO's "math_dapo"
+# included: the math branch comes first) is naive_dapo.compute_score, via the naive reward manager.
+REWARD_RULE = ("reference", "verl/utils/reward_score/__init__.py:49-61 data_source.startswith('math') -> "
+               "naive_dapo.compute_score; verl/trainer/config/reward_model/reward_model.yaml:56 reward_manager: naive")
 
 
 def compose_experiment(name: str):
@@ -92,6 +96,8 @@ def test_preset_follows_reference_code(name):
         assert got == want, f"{name}: algorithm.{key} = {got!r}, the reference has {want!r} ({source}, {SCRIPTS[size]})"
     if c.algorithm.name == "ppo":
         assert c.algorithm.value_clip == PPO_VALUE_CLIP[0], PPO_VALUE_CLIP[1]
+    rule = getattr(c.verifier.rule, "value", c.verifier.rule)
+    assert rule == REWARD_RULE[0], f"{name}: verifier.rule = {rule!r}, the reference's reward is {REWARD_RULE[1]}"
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

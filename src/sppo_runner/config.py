@@ -51,6 +51,13 @@ class RecomputeOldLogprobs(str, Enum):
     off = "off"
 
 
+class VerifierRule(str, Enum):
+    """Which reward rule grades math answers (docs/reproducing.md, "Reward")."""
+
+    equivalence = "equivalence"  # this project's verifier
+    reference = "reference"  # the paper code's naive_dapo rule, re-implemented without parse_expr
+
+
 class WandbMode(str, Enum):
     auto = "auto"
     online = "online"
@@ -224,6 +231,7 @@ class VerifierConfig:
     extractors: list[str] = field(default_factory=lambda: ["boxed"])
     timeout_s: float = 2.0
     workers: int = 0  # 0 = one per core
+    rule: VerifierRule = VerifierRule.equivalence
 
 
 @dataclass
@@ -380,6 +388,9 @@ def validate(cfg: Config | DictConfig) -> None:
             _check(False, key, msg)
     for i, name in enumerate(cfg.verifier.extractors):
         _choice(name, f"verifier.extractors[{i}]", list(EXTRACTORS))
+    _check(cfg.verifier.rule != VerifierRule.reference or list(cfg.verifier.extractors) == ["boxed"],
+           "verifier.extractors", "verifier.rule=reference extracts as the reference code does (the last "
+           "\\boxed or \\fbox after </think>, else the whole text); leave extractors at [boxed]")
     _check(
         cfg.data.prompts_per_step * a.samples_per_prompt >= a.mini_batches,
         "algorithm.mini_batches",

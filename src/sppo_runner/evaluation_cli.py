@@ -75,7 +75,7 @@ def evaluate_policy(cfg: Any, out_dir: Path) -> dict[str, Any]:
     check_context(cfg, "none", policy, None, longest_prompt(*sets.values()))
     engine = make_engine(cfg.rollout.backend, tokenizer, **engine_options(cfg.rollout))
     verifier = Verifier(extractors=tuple(cfg.verifier.extractors), timeout_s=cfg.verifier.timeout_s,
-                        workers=cfg.verifier.workers or None)
+                        workers=cfg.verifier.workers or None, rule=cfg.verifier.rule)
     params = eval_sampling(cfg)
     try:
         metrics = evaluate_sets(policy, engine, verifier, sets, cfg.eval, params, torch.Generator().manual_seed(cfg.seed))

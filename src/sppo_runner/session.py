@@ -173,7 +173,7 @@ def build_session(cfg: Any, run_dir: Path) -> Session:
     engine = make_engine(cfg.rollout.backend, tokenizer, **engine_options(cfg.rollout))
     engine = distributed.rollout_engine(dist, engine, policy, learner, rollout_copy)  # sharded: a full copy
     verifier = Verifier(extractors=tuple(cfg.verifier.extractors), timeout_s=cfg.verifier.timeout_s,
-                        workers=cfg.verifier.workers or None)
+                        workers=cfg.verifier.workers or None, rule=cfg.verifier.rule)
     s = Session(cfg, spec, Path(run_dir), device, tokenizer, policy, critic, engine, verifier, learner, train,
                 heldout, sampler, torch.Generator().manual_seed(dist.rank_seed(cfg.seed)), tracker,
                 sampling_params(cfg), rank=dist.rank, benchmarks=benchmarks, dist=dist)

@@ -22,6 +22,9 @@ from .normalize import (
 from .pool import WorkerPool
 
 
+RULES = ("equivalence", "reference")
+
+
 class Status:
     """The possible :attr:`Verdict.status` values."""
 
@@ -106,6 +109,9 @@ class Verifier:
             ``extracted`` text is cut to 200 characters).
         memory_mb: address-space cap of each worker process.
         gold_cache_size: how many prepared gold answers to keep.
+        rule: ``"equivalence"`` (this project's rule) or ``"reference"`` (the
+            paper code's rule, :mod:`reference_rule`; it extracts as the reference
+            does, so ``extractors`` is not used).
     """
 
     def __init__(
@@ -117,8 +123,12 @@ class Verifier:
         max_answer_chars: int = 1_000,
         memory_mb: int = 1024,
         gold_cache_size: int = 65_536,
+        rule: str = "equivalence",
     ) -> None:
         self.extractors = validate_extractors(extractors)
+        self.rule = str(getattr(rule, "value", rule))
+        if self.rule not in RULES:
+            raise ValueError(f"rule must be one of {', '.join(RULES)}, got {self.rule!r}")
         if timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
         self.timeout_s = float(timeout_s)
@@ -143,6 +153,11 @@ class Verifier:
         """
         if len(responses) != len(golds):
             raise ValueError(f"{len(responses)} responses but {len(golds)} golds")
+        if self.rule == "reference":
+            from .reference_rule import grade_batch
+
+            return grade_batch(responses, golds, self._pool, max_response_chars=self.max_response_chars,
+                               max_answer_chars=self.max_answer_chars)
         prepared = [self._prepare_safe(r, g) for r, g in zip(responses, golds)]
         todo = [i for i, p in enumerate(prepared) if p.verdict is None]
         results: list[Verdict | None] = [p.verdict for p in prepared]

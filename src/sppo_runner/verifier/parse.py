@@ -381,7 +381,16 @@ def parse(text: str) -> object:
         ParseError: the text is outside the supported language or refused by
             a size guard.
     """
+    return parse_tokens(tokenize(text))
+
+
+def parse_tokens(tokens: list[Token]) -> object:
+    """Parses tokens from :func:`tokens.tokenize` or another whitelisted lexer.
+
+    Raises:
+        ParseError: as :func:`parse`.
+    """
     try:
-        return _Parser(tokenize(text)).parse()
+        return _Parser(tokens).parse()
     except RecursionError as exc:
         raise ParseError("nesting too deep") from exc

@@ -58,8 +58,9 @@ class _Worker:
     def fileno(self) -> int:
         return self.proc.stdout.fileno()
 
-    def send(self, answer: str, gold: str) -> None:
-        self.proc.stdin.write(encode_frame({"a": answer, "g": gold}))
+    def send(self, answer: str, gold: str, kind: str = "") -> None:
+        message = {"a": answer, "g": gold, "k": kind} if kind else {"a": answer, "g": gold}
+        self.proc.stdin.write(encode_frame(message))
         self.proc.stdin.flush()
 
     def read(self) -> list[dict] | None:
@@ -139,14 +140,18 @@ class WorkerPool:
         self._state = _State()
         self._finalizer = weakref.finalize(self, _shutdown, self._state)
 
-    def compare(self, pairs: Sequence[tuple[str, str]]) -> list[str]:
-        """Compares ``(answer, gold)`` pairs; returns one status per pair."""
+    def compare(self, pairs: Sequence[tuple[str, ...]]) -> list[str]:
+        """Compares ``(answer, gold)`` pairs; returns one status per pair.
+
+        A third item names another comparison (``"reference"``: the symbolic step
+        of :mod:`reference_rule`).
+        """
         if not pairs:
             return []
         if self.size == 0:
-            from .equivalence import compare_safe
+            from ._worker import compare_request
 
-            return [compare_safe(a, g) for a, g in pairs]
+            return [compare_request(*p) for p in pairs]
         workers = self._checkout(min(len(pairs), self.size))
         try:
             return _Run(self, workers, pairs).run()
