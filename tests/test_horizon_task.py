@@ -88,8 +88,10 @@ def test_every_step_easy_right_and_needed(horizon):
         for lab, a, op, b, v in steps:
             a, b, v = int(a), int(b), int(v)
             assert a == x, "each step starts from the previous result"
-            # Today's step sizes at difficulty 2: operands <= 20, factors <= 9, values < 100.
-            assert {"+": b <= 20, "-": b <= 20, "*": 2 <= b <= 9, "/": 2 <= b <= 9 and a % b == 0}[op]
+            # Today's steps at difficulty 2: addends <= 20, times-table products and quotients or
+            # doubling and halving, values < 100.
+            table = 2 <= b <= 9 and (2 <= a <= 9 if op == "*" else a % b == 0 and 2 <= a // b <= 9)
+            assert {"+": b <= 20, "-": b <= 20, "*": table or b == 2, "/": table or (b == 2 and a % 2 == 0)}[op]
             assert v == {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op] and 0 <= v <= 99
             x = v
         assert str(x) == p.answer

@@ -6,10 +6,11 @@ single-operation steps, applied left to right to a starting value::
     prompt:   "12 a+5 b*2 c-4 d/3 =?\\n"
     solution: "a:12+5=17. b:17*2=34. c:34-4=30. d:30/3=10. \\boxed{10}"
 
-Only the length changes with ``H``: every step is one operation of the size the
-default task uses at the same ``difficulty`` (addends up to 20, factors up to 9
-and values below 100 at difficulty 2, the demo's "buys 3 bags of 9", "doubles
-them", "eats 4"), and the labels ``a, b, c, ...`` (then ``A, B, ...``) let a model
+Only the length changes with ``H``: every step is one operation of the kinds and
+sizes the default task uses at the same ``difficulty`` (at difficulty 2: add or
+subtract up to 20, a times-table product or a doubling, a times-table quotient
+or a halving, values below 100; the demo's "eats 4", "buys 3 bags of 9",
+"doubles them", "gives half away"), and the labels ``a, b, c, ...`` (then ``A, B, ...``) let a model
 find the next operation by looking its label up in the prompt rather than by
 counting, so step 30 is no harder to locate than step 2. Every operation is
 injective (``+n``, ``-n``, ``*k``, exact ``/k``, never by 0 or 1), so a wrong
@@ -39,10 +40,16 @@ _WEIGHTS = (("+", 3), ("-", 3), ("*", 2), ("/", 2))
 
 
 def _operand(rng: random.Random, x: int, cap: int, max_add: int, max_fac: int) -> tuple[str, int]:
-    """Draws an operation allowed at value ``x`` (the result stays in [0, cap]) and its operand."""
-    divisors = [k for k in range(2, min(max_fac, x) + 1) if x % k == 0]
-    counts = {"+": min(max_add, cap - x), "-": min(max_add, x),
-              "*": min(max_fac, cap // x) - 1 if x > 0 else 0, "/": len(divisors)}
+    """Draws an operation allowed at value ``x`` and its operand.
+
+    The default task's step sizes: a sum or difference with an addend up to ``max_add``, a
+    product from the times table (both factors up to ``max_fac``) or a doubling ("doubles
+    them"), a quotient from the times table or a halving ("gives half away"); results stay
+    in [0, cap].
+    """
+    factors = list(range(2, min(max_fac, cap // x) + 1)) if 2 <= x <= max_fac else [2] if 0 < 2 * x <= cap else []
+    divisors = [k for k in range(2, max_fac + 1) if x % k == 0 and (k == 2 or 2 <= x // k <= max_fac) and x >= 4]
+    counts = {"+": min(max_add, cap - x), "-": min(max_add, x), "*": len(factors), "/": len(divisors)}
     total = sum(w for op, w in _WEIGHTS if counts[op] > 0)
     r = rng.random() * total
     for op, w in _WEIGHTS:
@@ -51,7 +58,7 @@ def _operand(rng: random.Random, x: int, cap: int, max_add: int, max_fac: int) -
             if r < 0:
                 break
     i = rng.randrange(counts[op])
-    return op, (divisors[i] if op == "/" else i + 2 if op == "*" else i + 1)
+    return op, (divisors[i] if op == "/" else factors[i] if op == "*" else i + 1)
 
 
 def gen_chain(rng: random.Random, horizon: int, max_add: int, max_fac: int,
