@@ -150,16 +150,12 @@ def make_config(over: list[str]):
 
 def run_one(args, run_dir: Path, over: list[str]) -> dict:
     """One training run into ``run_dir`` (an unfinished one there starts over)."""
-    from omegaconf import OmegaConf
-
     from sppo_runner.run import run
 
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an interrupted run starts over
-    run_dir.mkdir(parents=True)
     cfg = make_config(over)
     cfg.run_dir = str(run_dir)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg), resolve=True))
     t0 = time.perf_counter()
     summary = run(cfg, run_dir)
     if summary.get("stop_reason") == "interrupted":
