@@ -11,7 +11,10 @@ first evaluation where its greedy held-out accuracy at H enters the band
 ``target +- tolerance``; short chains enter the band early, long ones late.
 An evaluation that jumps over the band for a pending level rewinds to the last
 evaluation and replays with a 4x shorter interval (batches depend on the step
-only, so the replay is exact), as the embedded policy's builder does.
+only, so the replay is exact), as the embedded policy's builder does. Each level
+is written as soon as it is found. The run starts from the embedded demo policy's
+weights (``--init-policy``): the chain steps are the demo task's arithmetic, so
+only the labels and the chaining are new.
 
 Every level gets the same shape as the embedded policy (1M parameters) with
 1024 positions (rotary embeddings have no position table, so this costs no
@@ -69,11 +72,6 @@ def batch_for(seed: int, step: int, pools: dict[int, list], batch_tokens: int) -
 # --------------------------------------------------------------------------- #
 # evaluation (the runner's own rollout engine, so cards match what a run sees)
 # --------------------------------------------------------------------------- #
-def max_new_tokens(problems) -> int:
-    """Room for the longest reference solution (+EOS) of ``problems`` and a margin."""
-    return max(len(p.extra["solution"]) for p in problems) + 1 + 24
-
-
 @torch.no_grad()
 def accuracy(engine, policy, tok, problems, max_new: int, k: int = 0, seed: int = 0) -> tuple[float, list[str]]:
     """Greedy accuracy (``k == 0``) or mean@k of T=1 samples, graded by the runner's verifier."""
@@ -95,21 +93,25 @@ def accuracy(engine, policy, tok, problems, max_new: int, k: int = 0, seed: int 
 # --------------------------------------------------------------------------- #
 def _evaluate_pending(engine, policy, tok, heldout, pending, lo, log) -> dict[int, float]:
     """Greedy accuracy of each pending level, shortest first; stops below lo/2 (longer chains score lower)."""
-    out = {}
+    out, example = {}, ""
     for h in sorted(pending):
         problems, max_new = heldout[h]
-        out[h], _ = accuracy(engine, policy, tok, problems, max_new)
+        out[h], texts = accuracy(engine, policy, tok, problems, max_new)
+        example = example or f"{problems[0].prompt!r} -> {texts[0]!r}"
         if out[h] < lo / 2:
             break
-    log("  greedy held-out " + "  ".join(f"H={h}: {a:.3f}" for h, a in out.items()))
+    log("  greedy held-out " + "  ".join(f"H={h}: {a:.3f}" for h, a in out.items()) + f"   e.g. {example}")
     return out
 
 
-def train_levels(args, tok, policy, pools, heldout, engine, log) -> dict[int, dict]:
-    """SFT until every level in ``heldout`` has a snapshot; returns ``{H: {"state", "step", "acc"}}``."""
+def train_levels(args, tok, policy, pools, heldout, engine, log, on_capture) -> None:
+    """SFT until every level in ``heldout`` has a snapshot, handed to ``on_capture(H, snap)`` at once.
+
+    ``snap`` holds ``state`` (the policy's weights), ``step``, ``acc`` (greedy) and ``rewinds``.
+    """
     opt = msp.make_optimizer(policy, args.lr, args.weight_decay)
     lo, hi = args.target - args.tolerance, args.target + args.tolerance
-    pending, captured, best = set(heldout), {}, {}
+    pending, best = set(heldout), {}
     eval_every, rewinds, step, losses = args.eval_every, 0, 0, []
     snapshot = (0, copy.deepcopy(policy.state_dict()), copy.deepcopy(opt.state_dict()))
     while pending and step < args.max_steps:
@@ -135,18 +137,17 @@ def train_levels(args, tok, policy, pools, heldout, engine, log) -> dict[int, di
             if h not in best or abs(a - args.target) < abs(best[h]["acc"] - args.target):
                 best[h] = {"state": copy.deepcopy(policy.state_dict()), "step": step, "acc": a}
             if lo <= a <= hi or a > hi:  # in the band, or over it at the densest interval: keep the closest
-                captured[h] = {**best[h], "rewinds": rewinds}
                 pending.discard(h)
                 log(f"  H={h}: snapshot of step {best[h]['step']} (greedy {best[h]['acc']:.3f})")
+                on_capture(h, {**best[h], "rewinds": rewinds})
                 eval_every = args.eval_every
         snapshot = (step, copy.deepcopy(policy.state_dict()), copy.deepcopy(opt.state_dict()))
     for h in sorted(pending):
         if h not in best:  # skipped by the early stop of every evaluation: measure it now
             acc, _ = accuracy(engine, policy, tok, *heldout[h])
             best[h] = {"state": copy.deepcopy(policy.state_dict()), "step": step, "acc": acc}
-        captured[h] = {**best[h], "rewinds": rewinds}
         log(f"H={h}: band [{lo:.2f}, {hi:.2f}] never hit; keeping step {best[h]['step']} ({best[h]['acc']:.3f})")
-    return captured
+        on_capture(h, {**best[h], "rewinds": rewinds})
 
 
 def build_critic_backbone(args, tok, pools, log):
@@ -228,6 +229,22 @@ def write_level(args, h: int, snap: dict, tok, critic_cfg, critic_sd, critic_los
     return card
 
 
+def init_policy(args, pcfg, log):
+    """The policy to fine-tune: the embedded demo policy's weights (``--init-policy``) or random."""
+    torch.manual_seed(args.seed)
+    policy = msp.Qwen2ForCausalLM(pcfg)
+    if args.init_policy != "none":
+        src = Path(msp.DEFAULT_OUT / "policy" if args.init_policy == "embedded" else args.init_policy)
+        donor = msp.Qwen2ForCausalLM.from_pretrained(src, dtype=torch.float32).state_dict()
+        shapes = {k: tuple(v.shape) for k, v in policy.state_dict().items()}
+        if {k: tuple(v.shape) for k, v in donor.items()} != shapes:
+            raise SystemExit(f"--init-policy {src}: its shapes differ from --hidden/--layers/...; "
+                             "pass --init-policy none for a random start")
+        policy.load_state_dict(donor)
+        log(f"policy initialized from {src} (positions {pcfg.max_position_embeddings}; rotary, no table)")
+    return policy
+
+
 def build_kit(args, argv, log) -> int:
     """The ``--horizons`` mode of make_starter_policy.py (see the module docstring)."""
     from transformers.utils import logging as hf_logging
@@ -242,25 +259,24 @@ def build_kit(args, argv, log) -> int:
     heldout = {}
     for h in levels:
         probs = SyntheticTask(args.data_seed, args.difficulty, h).heldout(args.n_eval)
-        heldout[h] = (probs, max_new_tokens(SyntheticTask(args.data_seed, args.difficulty, h).train(2000) + probs))
+        longest = max([len(s) for _, s in pools[h]] + [len(p.extra["solution"]) + 1 for p in probs])
+        heldout[h] = (probs, longest + 24)
     log(f"levels {levels}; {args.pool_per_horizon} train problems per length 2..32; "
         f"{args.n_eval} held-out per level; max new tokens {[heldout[h][1] for h in levels]}")
+    critic_cfg, critic_sd, critic_loss = build_critic_backbone(args, tok, pools, log)
     engine = NativeEngine(tok, workers=1, parallel="threads")
     pcfg = msp.qwen2_config(tok, MAX_POSITIONS, args.hidden, args.layers, args.heads, args.kv_heads,
                             args.intermediate)
-    torch.manual_seed(args.seed)
-    policy = msp.Qwen2ForCausalLM(pcfg)
+    policy = init_policy(args, pcfg, log)
     n_policy = sum(p.numel() for p in policy.parameters())
     log(f"policy: Qwen2ForCausalLM, {n_policy:,} parameters, {MAX_POSITIONS} positions")
-    snaps = train_levels(args, tok, policy, pools, heldout, engine, log)
-    t_sft = time.time() - t0
-    critic_cfg, critic_sd, critic_loss = build_critic_backbone(args, tok, pools, log)
     common = {
         "what": "sppo-runner horizon-benchmark starter (char-level Qwen2, one SFT run over chain lengths 2..32, "
                 "snapshot per level)",
         "command": "python " + " ".join(shlex.quote(a) for a in ["scripts/make_starter_policy.py",
                                                                   *(sys.argv[1:] if argv is None else argv)]),
         "seed": args.seed, "data_seed": args.data_seed, "difficulty": args.difficulty, "levels": levels,
+        "init_policy": args.init_policy,
         "stop_band": [round(args.target - args.tolerance, 4), round(args.target + args.tolerance, 4)],
         "batch_tokens": args.batch_tokens, "lr": args.lr, "threads": args.threads,
         "policy_params": n_policy, "max_positions": MAX_POSITIONS, "stored_dtype": "float16",
@@ -268,15 +284,20 @@ def build_kit(args, argv, log) -> int:
                           "kv_heads": args.kv_heads, "intermediate": args.intermediate, "vocab": len(tok)},
         "critic_config": {"hidden": args.critic_hidden, "layers": args.critic_layers,
                           "pretrain_steps": args.critic_pretrain_steps},
-        "wall_seconds_sft": round(t_sft, 1), "versions": msp.versions(),
+        "versions": msp.versions(),
     }
-    cards = {h: write_level(args, h, snaps[h], tok, critic_cfg, critic_sd, critic_loss, heldout, engine, common, log)
-             for h in levels}
+    cards = {}
+
+    def capture(h: int, snap: dict) -> None:  # write each level as soon as it is found
+        level = {**common, "wall_seconds_at_snapshot": round(time.time() - t0, 1)}
+        cards[h] = write_level(args, h, snap, tok, critic_cfg, critic_sd, critic_loss, heldout, engine, level, log)
+
+    train_levels(args, tok, policy, pools, heldout, engine, log, capture)
     summary = {**common, "wall_seconds": round(time.time() - t0, 1),
-               "levels": {str(h): {k: c[k] for k in ("sft_step", "heldout_greedy_accuracy",
-                                                    "heldout_sampled_mean_accuracy", "max_new_tokens",
-                                                    "solution_tokens_mean_with_eos", "prompt_tokens_max")}
-                          for h, c in cards.items()}}
+               "levels": {str(h): {k: cards[h][k] for k in ("sft_step", "heldout_greedy_accuracy",
+                                                          "heldout_sampled_mean_accuracy", "max_new_tokens",
+                                                          "solution_tokens_mean_with_eos", "prompt_tokens_max")}
+                          for h in sorted(cards)}}
     (args.out_dir / "card.json").write_text(json.dumps(summary, indent=2) + "\n")
     log(f"wrote {args.out_dir} ({msp.folder_mb(args.out_dir)} MB) in {summary['wall_seconds']:.0f} s")
     return 0

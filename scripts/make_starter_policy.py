@@ -75,7 +75,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--horizons", default="",
                     help="comma list of chain lengths (2..32): build the horizon benchmark's starters instead")
     ap.add_argument("--batch-tokens", type=int, default=4096, help="--horizons: tokens per SFT batch")
-    ap.add_argument("--pool-per-horizon", type=int, default=4000, help="--horizons: train problems per length")
+    ap.add_argument("--pool-per-horizon", type=int, default=2000, help="--horizons: train problems per length")
+    ap.add_argument("--init-policy", default="embedded",
+                    help="--horizons: start from this policy folder's weights ('embedded': the demo policy, "
+                         "which knows the same arithmetic; 'none': random)")
     ap.add_argument("--seed", type=int, default=0, help="model init, batches and sampling")
     ap.add_argument("--data-seed", type=int, default=0, help="SyntheticTask seed (train pool and held-out set)")
     ap.add_argument("--difficulty", type=int, default=2)
