@@ -55,22 +55,25 @@ MODES = ("tokens", "seconds")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--horizons", default="2,8,32", help="comma list; each needs a starter in --kit")
+    p.add_argument("--horizons", default="2,4,8", help="comma list; each needs a starter in --kit (shipped: 2, 4, 8)")
     p.add_argument("--algorithms", default="sppo,ppo,grpo", help="any registered ones (rloo, remax too)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--modes", default="tokens,seconds", help="tokens (equal generated tokens), seconds (equal wall clock)")
-    p.add_argument("--samples", type=int, default=1536,
+    p.add_argument("--samples", type=int, default=640,
                    help="token budget at H = this x the mean reference response length at H")
     p.add_argument("--seconds", default="",
                    help="wall-clock budgets 'H:S,...' (training seconds); default: SPPO's mean training "
                         "seconds for the token budget at H in this benchmark")
-    p.add_argument("--samples-per-step", type=int, default=64)
-    p.add_argument("--train-size", type=int, default=4096, help="training problems per horizon (data.train_size)")
+    p.add_argument("--samples-per-step", type=int, default=32, help="samples per update, every algorithm")
+    p.add_argument("--train-size", type=int, default=2048, help="training problems per horizon (data.train_size)")
+    p.add_argument("--temperature", type=float, default=0.6, help="sampling temperature, training and evaluation "
+                   "(the paper's 0.6; at T=1 a long chain rarely survives sampling)")
     p.add_argument("--same-prompts", action="store_true",
                    help="every algorithm gets --samples-per-step prompts per step (GRPO: 8x the samples)")
-    p.add_argument("--evals", type=int, default=4, help="evaluations during each run (plus before and at the end)")
+    p.add_argument("--evals", type=int, default=2, help="evaluations during each run (plus before and at the end)")
     p.add_argument("--problems", type=int, default=128, help="held-out problems per evaluation")
     p.add_argument("--k", type=int, default=2, help="samples per held-out problem (mean@k)")
+    p.add_argument("--greedy", action="store_true", help="also evaluate greedy accuracy (one more decode per problem)")
     p.add_argument("--kit", type=Path, default=DEFAULT_KIT, help="starter folder with h<H>/policy and h<H>/critic")
     p.add_argument("--out", type=Path, default=None, help="default outputs/bench_horizon/<time>")
     p.add_argument("--keep-models", action="store_true", help="keep each run's final/ and checkpoints/")
@@ -118,7 +121,8 @@ def overrides(args, algo: str, seed: int, h: int, card: dict, budget: dict) -> l
         f"data.max_prompt_tokens={card['prompt_tokens_max'] + 32}", f"model.path={card['policy']}",
         f"critic.path={card['critic']}", f"rollout.max_new_tokens={card['max_new_tokens']}",
         "trainer.steps=1000000", "trainer.eval_every=0", "trainer.checkpoint_every=0", "trainer.keep_checkpoints=1",
-        f"eval.n_problems={args.problems}", f"eval.k={args.k}", "eval.greedy=true",
+        f"rollout.temperature={args.temperature}", f"eval.n_problems={args.problems}", f"eval.k={args.k}",
+        f"eval.greedy={str(args.greedy).lower()}",
         "logger.wandb.mode=disabled", "logger.progress=false",
     ]
     if "tokens" in budget:

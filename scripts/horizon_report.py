@@ -94,7 +94,8 @@ def analyse(runs_root: Path, args: Any, cards: dict[int, dict], budgets: dict[st
         "settings": {"horizons": args.horizons, "algorithms": args.algorithms, "seeds": args.seeds,
                      "samples": args.samples, "samples_per_step": args.samples_per_step,
                      "same_prompts": args.same_prompts, "problems": args.problems, "k": args.k,
-                     "evals": args.evals, "extra": list(args.extra)},
+                     "evals": args.evals, "temperature": args.temperature, "greedy": args.greedy,
+                     "extra": list(args.extra)},
         "starters": {h: {k: c.get(k) for k in ("heldout_greedy_accuracy", "heldout_sampled_mean_accuracy",
                                                "solution_tokens_mean_with_eos", "max_new_tokens")}
                      for h, c in cards.items()},
@@ -149,16 +150,18 @@ def _diag(d: dict[str, float]) -> str:
 def markdown(report: dict[str, Any]) -> str:
     """Per mode one table (rows: horizon x algorithm), then SPPO's lead over token PPO per horizon."""
     st = report["settings"]
+    greedy = st.get("greedy", True)
     lines = ["# Horizon benchmark", "",
-             f"Held-out mean@{st['k']} and greedy accuracy on {st['problems']} problems per horizon, mean ± std "
-             f"over seeds {st['seeds']}; {st['samples_per_step']} samples per update"
+             f"Held-out mean@{st['k']}{' and greedy accuracy' if greedy else ''} at temperature "
+             f"{st.get('temperature', 1.0)} on {st['problems']} problems per horizon, mean ± std over seeds "
+             f"{st['seeds']}; {st['samples_per_step']} samples per update"
              f"{' (same prompts per step)' if st['same_prompts'] else ' for every algorithm'}. "
              "Time and tokens to target: training seconds and generated tokens at the first evaluation "
              "reaching GRPO's mean final accuracy, mean over the seeds that reach it. Critic diagnostics: "
              "second half of each run (token PPO: explained variance of its values per quarter of the "
              "response; SPPO: correlation of sigmoid(V(prompt)) with the reward).", ""]
-    head = ["H", "resp. tokens", "algorithm", "held-out mean@k", "greedy", "start", "steps", "gen. tokens",
-            "train s", "target", "s to target", "tokens to target", "critic"]
+    head = ["H", "resp. tokens", "algorithm", f"held-out mean@{st['k']}", *(["greedy"] if greedy else []), "start",
+            "steps", "gen. tokens", "train s", "target", "s to target", "tokens to target", "critic"]
     for mode, table in report["modes"].items():
         b = report["budgets"][mode]
         what = ("equal generated tokens" if mode == "tokens" else "equal wall clock (training seconds)")
@@ -170,7 +173,8 @@ def markdown(report: dict[str, Any]) -> str:
             for a, c in t["algorithms"].items():
                 reach = f"{c['n_reached_target']}/{c['n_seeds']}"
                 lines.append("| " + " | ".join([
-                    str(h), f"{resp:.0f}", a, _pct(c["final_mean"], c["final_std"]), _pct(c["greedy_mean"], c["greedy_std"]),
+                    str(h), f"{resp:.0f}", a, _pct(c["final_mean"], c["final_std"]),
+                    *([_pct(c["greedy_mean"], c["greedy_std"])] if greedy else []),
                     _pct(c["before_mean"]), _num(c["steps_mean"]), _num(c["tokens_mean"], ",.0f"),
                     _num(c["train_seconds_mean"], ".1f"), _pct(t["target"]),
                     f"{_num(c['seconds_to_target_mean'], '.1f')} ({reach})",
