@@ -23,6 +23,11 @@ Run from the repository root (about 5-10 minutes on 2 CPU cores)::
 
     .venv/bin/python scripts/make_starter_policy.py
 
+``--horizons 2,4,8,16,32`` builds the horizon benchmark's starters instead (one
+policy and critic per level, in ``assets/horizon/``; see ``horizon_starters.py``)::
+
+    .venv/bin/python scripts/make_starter_policy.py --horizons 2,4,8,16,32
+
 Everything is CPU float32 with fixed seeds and a fixed thread count, so the
 same machine reproduces the same weights.
 """
@@ -64,7 +69,16 @@ DEFAULT_OUT = REPO / "src" / "sppo_runner" / "assets"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out-dir", type=Path, default=DEFAULT_OUT, help="writes policy/ and critic/ here")
+    ap.add_argument("--out-dir", type=Path, default=None,
+                    help=f"writes policy/ and critic/ here (default {DEFAULT_OUT}; with --horizons "
+                         f"h<H>/policy and h<H>/critic under {DEFAULT_OUT / 'horizon'})")
+    ap.add_argument("--horizons", default="",
+                    help="comma list of chain lengths (2..32): build the horizon benchmark's starters instead")
+    ap.add_argument("--batch-tokens", type=int, default=4096, help="--horizons: tokens per SFT batch")
+    ap.add_argument("--pool-per-horizon", type=int, default=2000, help="--horizons: train problems per length")
+    ap.add_argument("--init-policy", default="embedded",
+                    help="--horizons: start from this policy folder's weights ('embedded': the demo policy, "
+                         "which knows the same arithmetic; 'none': random)")
     ap.add_argument("--seed", type=int, default=0, help="model init, batches and sampling")
     ap.add_argument("--data-seed", type=int, default=0, help="SyntheticTask seed (train pool and held-out set)")
     ap.add_argument("--difficulty", type=int, default=2)
@@ -98,7 +112,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--critic-intermediate", type=int, default=256)
     ap.add_argument("--critic-pretrain-steps", type=int, default=200, help="LM steps on the backbone; 0 = random")
     ap.add_argument("--critic-lr", type=float, default=3e-3)
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.out_dir is None:
+        args.out_dir = DEFAULT_OUT / "horizon" if args.horizons else DEFAULT_OUT
+    return args
 
 
 # --------------------------------------------------------------------------- #
@@ -283,6 +300,11 @@ def build_critic(args, tok, pairs, init_prob: float, log) -> tuple[Qwen2ForToken
 
 
 # --------------------------------------------------------------------------- #
+def versions() -> dict[str, str]:
+    return {"torch": torch.__version__, "transformers": transformers.__version__,
+            "tokenizers": tokenizers.__version__, "python": platform.python_version()}
+
+
 def folder_mb(path: Path) -> float:
     return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 3)
 
@@ -295,6 +317,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def log(msg: str) -> None:
         print(f"[{time.time() - t0:6.1f}s] {msg}", flush=True)
+
+    if args.horizons:
+        from horizon_starters import build_kit  # the sibling script
+
+        return build_kit(args, argv, log)
 
     tok = build_char_tokenizer(model_max_length=args.max_positions)
     task = SyntheticTask(seed=args.data_seed, difficulty=args.difficulty)
@@ -381,8 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         "greedy_examples": [{"prompt": p.prompt, "response": r, "answer": p.answer}
                             for p, r in zip(heldout[:6], greedy_texts[:6])],
         "eval_history": sft["history"],
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "tokenizers": tokenizers.__version__, "python": platform.python_version()},
+        "versions": versions(),
     }
     for f in (*pol_dir.iterdir(), *cri_dir.iterdir()):
         f.chmod(0o644)  # safetensors writes 0600; package data should be world-readable

@@ -170,6 +170,7 @@ class DataConfig:
 
     source: DataSource = DataSource.synthetic
     difficulty: int = 2  # synthetic task
+    horizon: int = 0  # synthetic task: 0 = off; 2..32 = chains of that many steps (the horizon benchmark)
     seed: int = 0  # synthetic task generation (independent of the run seed)
     train_size: int = 20000
     # Relative file paths (data.path, data.heldout_path, eval.benchmarks) are looked up here

@@ -56,6 +56,7 @@ RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
         ("lr", _ge0, ">= 0"), ("weight_decay", _ge0, ">= 0"), ("grad_clip", _ge0, ">= 0 (0 = no clipping)"),
         ("micro_batch_size", _ge0, ">= 0 (0 = the whole mini-batch)"))],
     ("data.difficulty", lambda v: 1 <= v <= 5, "1..5"),
+    ("data.horizon", lambda v: v == 0 or 2 <= v <= 32, "0 (off) or 2..32"),
     ("data.train_size", _ge1, ">= 1"),
     ("data.max_rows", _ge0, ">= 0 (0 = all rows)"),
     ("data.heldout_size", _ge0, ">= 0"),

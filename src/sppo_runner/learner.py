@@ -177,6 +177,7 @@ class Learner:
                 stats["critic/grad_norm"].append(self._step(self.critic, self.critic_opt, self.cfg.critic.grad_clip, "critic"))
         out = {k: sum(v) / len(v) for k, v in stats.items()}
         out["critic/skipped_steps"] = float(self.skipped["critic"])
+        out.update(self.critic_kind.diagnostics(batch.values, batch.returns, batch.rollout.response_mask, self.algo))
         return out
 
     def update_actor(self, batch: ScoredBatch) -> dict[str, float]:

@@ -10,7 +10,7 @@ from sppo_runner.data.problem import Problem
 def _synthetic(cfg: Any):
     from sppo_runner.data.synthetic import SyntheticTask
 
-    return SyntheticTask(seed=cfg.seed, difficulty=cfg.difficulty)
+    return SyntheticTask(seed=cfg.seed, difficulty=cfg.difficulty, horizon=getattr(cfg, "horizon", 0))
 
 
 def load_train_problems(cfg: Any) -> list[Problem]:

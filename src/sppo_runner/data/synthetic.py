@@ -13,7 +13,10 @@ only where it is exact.  The prompt is the complete model input (it ends with a
 newline), so a tokenizer without a chat template can feed it directly.
 
 ``difficulty`` (1..5) sets the number of operations (= difficulty) and the
-operand sizes.  Train and held-out problems are disjoint by construction: a
+operand sizes.  ``horizon`` (2..32; 0 = off, the default) switches to the
+horizon task of :mod:`sppo_runner.data.chain`: chains of exactly ``horizon``
+labelled one-operation steps of the same sizes, so that only the length of the
+chain of thought changes.  Train and held-out problems are disjoint by construction: a
 problem belongs to the held-out split exactly when a hash of its canonical form
 (the operation chain of its solution, which ignores names and objects) lands in
 the held-out bucket, so no held-out computation ever appears in training.
@@ -33,6 +36,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from sppo_runner.data.chain import CAPS, MAX_HORIZON, MIN_HORIZON, gen_chain
 from sppo_runner.data.problem import Problem
 
 __all__ = [
@@ -273,20 +277,34 @@ def _gen_shop(rng: random.Random, d: int) -> _Generated | None:
 _KINDS = (_gen_expr, _gen_story, _gen_shop)
 
 
+def _gen_chain(rng: random.Random, d: int, horizon: int) -> _Generated:
+    max_add, max_fac, _ = _SIZES[d]
+    prompt, answer, steps = gen_chain(rng, horizon, max_add, max_fac, CAPS[d])
+    return _Generated(prompt=prompt, answer=answer, steps=steps, kind="chain")
+
+
 class SyntheticTask:
     """Deterministic generator of short multi-step arithmetic problems.
 
     Args:
         seed: Drives every random choice; the same seed gives the same problems.
         difficulty: 1..5, the number of operations and (growing) operand sizes.
+        horizon: 0 (default): the three problem kinds above, ``difficulty``
+            operations each. 2..32: the horizon task (:mod:`sppo_runner.data.chain`),
+            exactly ``horizon`` steps whose operand sizes follow ``difficulty``.
     """
 
-    def __init__(self, seed: int = 0, difficulty: int = 2) -> None:
+    def __init__(self, seed: int = 0, difficulty: int = 2, horizon: int = 0) -> None:
         if difficulty not in _SIZES:
             raise ValueError(f"difficulty must be an int in 1..5, got {difficulty!r}")
+        if horizon != 0 and not MIN_HORIZON <= horizon <= MAX_HORIZON:
+            raise ValueError(f"horizon must be 0 (off) or an int in {MIN_HORIZON}..{MAX_HORIZON}, got {horizon!r}")
         self.seed = int(seed)
         self.difficulty = int(difficulty)
-        self.source = f"synthetic/arith-d{self.difficulty}"
+        self.horizon = int(horizon)
+        # The default task keeps its historical names (and streams) exactly.
+        self._name = f"chain-h{self.horizon}-d{self.difficulty}" if self.horizon else f"arith-d{self.difficulty}"
+        self.source = f"synthetic/{self._name}"
 
     def train(self, n: int) -> list[Problem]:
         """The first ``n`` training problems (a prefix of a fixed stream)."""
@@ -301,12 +319,16 @@ class SyntheticTask:
         if n < 0:
             raise ValueError("n must be >= 0")
         want_heldout = split == "heldout"
-        rng = random.Random(f"sppo-synthetic|{self.seed}|{self.difficulty}|{split}")
+        horizon = f"h{self.horizon}|" if self.horizon else ""
+        rng = random.Random(f"sppo-synthetic|{self.seed}|{self.difficulty}|{horizon}{split}")
         out: list[Problem] = []
         seen: set[str] = set()
         attempts, patience = 0, 200
         while len(out) < n:
-            gen = _KINDS[rng.randrange(len(_KINDS))](rng, self.difficulty)
+            if self.horizon:
+                gen = _gen_chain(rng, self.difficulty, self.horizon)
+            else:
+                gen = _KINDS[rng.randrange(len(_KINDS))](rng, self.difficulty)
             if gen is None or is_heldout(gen.canonical) != want_heldout:
                 continue
             attempts += 1
@@ -320,7 +342,7 @@ class SyntheticTask:
                     prompt=gen.prompt,
                     answer=str(gen.answer),
                     source=self.source,
-                    uid=f"arith-d{self.difficulty}-s{self.seed}-{split}-{len(out):06d}",
+                    uid=f"{self._name}-s{self.seed}-{split}-{len(out):06d}",
                     extra={"solution": gen.solution, "kind": gen.kind, "split": split},
                 )
             )
@@ -352,8 +374,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--difficulty", type=int, default=2, choices=sorted(_SIZES))
+    ap.add_argument("--horizon", type=int, default=0, choices=[0, *range(MIN_HORIZON, MAX_HORIZON + 1)],
+                    metavar="H", help=f"0 = the default task; {MIN_HORIZON}..{MAX_HORIZON} = chains of H steps")
     a = ap.parse_args(argv)
-    task = SyntheticTask(seed=a.seed, difficulty=a.difficulty)
+    task = SyntheticTask(seed=a.seed, difficulty=a.difficulty, horizon=a.horizon)
     probs = task.train(a.n) if a.split == "train" else task.heldout(a.n)
     _write([p.to_row() for p in probs], a.out)
     print(f"wrote {len(probs)} {a.split} problems ({task.source}) to {a.out}", file=sys.stderr)

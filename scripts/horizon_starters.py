@@ -1,0 +1,303 @@
+"""Starter policies for the horizon benchmark: ``make_starter_policy.py --horizons 2,4,8,16,32``.
+
+One policy per horizon level, all from one supervised run. A policy cannot
+start with room to rise at every horizon: if it gets a step right with
+probability p, it solves H steps with about p**H, and p**2 <= 0.6 (room at H=2)
+with p**32 >= 0.15 (a reward signal at H=32) would need p <= 0.77 and p >= 0.94
+at once. So the run trains one char-level Qwen2 on chains of every length
+2..32 (each batch one length, about ``--batch-tokens`` tokens, so a long chain
+costs no more per step than a short one) and snapshots it for level H at the
+first evaluation where its greedy held-out accuracy at H enters the band
+``target +- tolerance``; short chains enter the band early, long ones late.
+An evaluation that jumps over the band for a pending level rewinds to the last
+evaluation and replays with a 4x shorter interval (batches depend on the step
+only, so the replay is exact), as the embedded policy's builder does. Each level
+is written as soon as it is found. The run starts from the embedded demo policy's
+weights (``--init-policy``): the chain steps are the demo task's arithmetic, so
+only the labels and the chaining are new.
+
+Every level gets the same shape as the embedded policy (1M parameters) with
+1024 positions (rotary embeddings have no position table, so this costs no
+parameters; the embedded policy's 256 would not hold a 32-step prompt and
+answer, about 540 tokens), and its own critic: one backbone pretrained as a
+causal LM on chain text of every length, with the head's bias set to the logit
+of that level's sampled accuracy (as for the embedded critic). Weights are
+stored as float16 (the runner loads them as float32): five levels fit in
+about 11 MB. Accuracies in the cards are measured on the stored weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from sppo_runner.data.synthetic import SyntheticTask
+from sppo_runner.rollout.base import SamplingParams
+from sppo_runner.rollout.native import NativeEngine
+from sppo_runner.tokenizer import build_char_tokenizer, save_char_tokenizer
+
+import make_starter_policy as msp  # noqa: E402  (the sibling script: shared SFT helpers)
+
+MAX_POSITIONS = 1024
+ALL_HORIZONS = tuple(range(2, 33))
+
+
+# --------------------------------------------------------------------------- #
+# data
+# --------------------------------------------------------------------------- #
+def chain_pools(tok, data_seed: int, difficulty: int, pool: int) -> dict[int, list]:
+    """``{H: [(prompt ids, solution ids + EOS)]}`` for every training length."""
+    return {h: msp.tokenize_pairs(tok, SyntheticTask(data_seed, difficulty, h).train(pool)) for h in ALL_HORIZONS}
+
+
+def batch_for(seed: int, step: int, pools: dict[int, list], batch_tokens: int) -> tuple[int, list]:
+    """The batch of ``step``: one chain length, about ``batch_tokens`` tokens; a function of (seed, step)."""
+    rng = random.Random(seed * 1_000_003 + step)
+    h = rng.choice(ALL_HORIZONS)
+    pairs = pools[h]
+    mean_len = sum(len(p) + len(s) for p, s in pairs[:256]) / min(256, len(pairs))
+    bs = max(8, int(batch_tokens // mean_len))
+    return h, [pairs[rng.randrange(len(pairs))] for _ in range(bs)]
+
+
+# --------------------------------------------------------------------------- #
+# evaluation (the runner's own rollout engine, so cards match what a run sees)
+# --------------------------------------------------------------------------- #
+@torch.no_grad()
+def accuracy(engine, policy, tok, problems, max_new: int, k: int = 0, seed: int = 0) -> tuple[float, list[str]]:
+    """Greedy accuracy (``k == 0``) or mean@k of T=1 samples, graded by the runner's verifier."""
+    from sppo_runner.verifier import grade
+
+    prompts = tok([p.prompt for p in problems], add_special_tokens=False)["input_ids"]
+    params = SamplingParams(n=max(1, k), temperature=1.0 if k else 0.0, max_new_tokens=max_new)
+    texts: list[str] = []
+    gen = torch.Generator().manual_seed(seed)
+    for i in range(0, len(prompts), 128):
+        texts += engine.generate(policy, prompts[i : i + 128], params, gen).texts
+    n = max(1, k)
+    rewards = [grade(t, problems[i // n].answer).reward for i, t in enumerate(texts)]
+    return sum(rewards) / len(rewards), texts
+
+
+# --------------------------------------------------------------------------- #
+# the supervised run with per-level snapshots
+# --------------------------------------------------------------------------- #
+def _evaluate_pending(engine, policy, tok, heldout, pending, lo, log) -> dict[int, float]:
+    """Greedy accuracy of each pending level, shortest first; stops below lo/2 (longer chains score lower)."""
+    out, example = {}, ""
+    for h in sorted(pending):
+        problems, max_new = heldout[h]
+        out[h], texts = accuracy(engine, policy, tok, problems, max_new)
+        example = example or f"{problems[0].prompt!r} -> {texts[0]!r}"
+        if out[h] < lo / 2:
+            break
+    log("  greedy held-out " + "  ".join(f"H={h}: {a:.3f}" for h, a in out.items()) + f"   e.g. {example}")
+    return out
+
+
+def train_levels(args, tok, policy, pools, heldout, engine, log, on_capture) -> None:
+    """SFT until every level in ``heldout`` has a snapshot, handed to ``on_capture(H, snap)`` at once.
+
+    ``snap`` holds ``state`` (the policy's weights), ``step``, ``acc`` (greedy) and ``rewinds``.
+    """
+    opt = msp.make_optimizer(policy, args.lr, args.weight_decay)
+    lo, hi = args.target - args.tolerance, args.target + args.tolerance
+    pending, best = set(heldout), {}
+    eval_every, rewinds, step, losses = args.eval_every, 0, 0, []
+    snapshot = (0, copy.deepcopy(policy.state_dict()), copy.deepcopy(opt.state_dict()))
+    while pending and step < args.max_steps:
+        step += 1
+        lr = args.lr * min(1.0, step / max(1, args.warmup))
+        _, pairs = batch_for(args.seed, step, pools, args.batch_tokens)
+        losses.append(msp.train_step(policy, opt, msp.collate(pairs, tok.pad_token_id, False), lr))
+        if step % eval_every:
+            continue
+        log(f"step {step:5d}  loss {sum(losses) / len(losses):.4f}")
+        losses = []
+        accs = _evaluate_pending(engine, policy, tok, heldout, pending, lo, log)
+        over = [h for h, a in accs.items() if a > hi]
+        if over and eval_every > args.min_eval_every:
+            rewinds += 1
+            step, sd, osd = snapshot
+            policy.load_state_dict(sd)
+            opt.load_state_dict(osd)
+            eval_every = max(args.min_eval_every, eval_every // 4)
+            log(f"  H={over} over the band: rewind to step {step}, eval every {eval_every}")
+            continue
+        for h, a in accs.items():
+            if h not in best or abs(a - args.target) < abs(best[h]["acc"] - args.target):
+                best[h] = {"state": copy.deepcopy(policy.state_dict()), "step": step, "acc": a}
+            if lo <= a <= hi or a > hi:  # in the band, or over it at the densest interval: keep the closest
+                pending.discard(h)
+                log(f"  H={h}: snapshot of step {best[h]['step']} (greedy {best[h]['acc']:.3f})")
+                on_capture(h, {**best[h], "rewinds": rewinds})
+                eval_every = args.eval_every
+        snapshot = (step, copy.deepcopy(policy.state_dict()), copy.deepcopy(opt.state_dict()))
+    for h in sorted(pending):
+        if h not in best:  # skipped by the early stop of every evaluation: measure it now
+            acc, _ = accuracy(engine, policy, tok, *heldout[h])
+            best[h] = {"state": copy.deepcopy(policy.state_dict()), "step": step, "acc": acc}
+        log(f"H={h}: band [{lo:.2f}, {hi:.2f}] never hit; keeping step {best[h]['step']} ({best[h]['acc']:.3f})")
+        on_capture(h, {**best[h], "rewinds": rewinds})
+
+
+def build_critic_backbone(args, tok, pools, log):
+    """A critic LM backbone pretrained on chain text of every length (prompt and solution)."""
+    cfg = msp.qwen2_config(tok, MAX_POSITIONS, args.critic_hidden, args.critic_layers, args.critic_heads,
+                           args.critic_kv_heads, args.critic_intermediate, num_labels=1, classifier_dropout=0.0)
+    torch.manual_seed(args.seed + 1)
+    lm = msp.Qwen2ForCausalLM(cfg)
+    opt = msp.make_optimizer(lm, args.critic_lr, args.weight_decay)
+    losses = []
+    for step in range(1, args.critic_pretrain_steps + 1):
+        lr = args.critic_lr * min(1.0, step / max(1, args.warmup))
+        _, pairs = batch_for(args.seed + 7919, step, pools, args.batch_tokens)
+        losses.append(msp.train_step(lm, opt, msp.collate(pairs, tok.pad_token_id, True), lr))
+    tail = losses[-20:] or [float("nan")]
+    log(f"critic backbone: {args.critic_pretrain_steps} LM steps, loss {sum(tail) / len(tail):.4f}")
+    return cfg, lm.model.state_dict(), round(sum(tail) / len(tail), 4)
+
+
+# --------------------------------------------------------------------------- #
+# writing the kit
+# --------------------------------------------------------------------------- #
+def _save(model, tok, folder: Path) -> None:
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    model.save_pretrained(folder)
+    save_char_tokenizer(tok, folder)
+    for f in folder.iterdir():
+        f.chmod(0o644)  # safetensors writes 0600; package data should be world-readable
+
+
+def _lengths(problems, tok) -> dict[str, float]:
+    p = [len(x) for x in tok([q.prompt for q in problems], add_special_tokens=False)["input_ids"]]
+    s = [len(q.extra["solution"]) + 1 for q in problems]
+    return {"prompt_tokens_mean": round(sum(p) / len(p), 2), "prompt_tokens_max": max(p),
+            "solution_tokens_mean_with_eos": round(sum(s) / len(s), 2), "solution_tokens_max_with_eos": max(s)}
+
+
+def write_level(args, h: int, snap: dict, tok, critic_cfg, critic_sd, critic_loss, heldout, engine,
+                common: dict, log) -> dict:
+    """Stores level ``h``'s policy and critic (float16) and its card; returns the card."""
+    out = args.out_dir / f"h{h}"
+    problems, max_new = heldout[h]
+    pcfg = msp.qwen2_config(tok, MAX_POSITIONS, args.hidden, args.layers, args.heads, args.kv_heads,
+                            args.intermediate)
+    policy = msp.Qwen2ForCausalLM(pcfg)
+    policy.load_state_dict(snap["state"])
+    policy.half().float()  # measure exactly the weights that are stored
+    greedy, texts = accuracy(engine, policy, tok, problems, max_new)
+    sampled, _ = accuracy(engine, policy, tok, problems, max_new, k=args.k_samples, seed=args.seed + 12345)
+    log(f"H={h}: stored weights: greedy {greedy:.3f}, sampled mean@{args.k_samples} at T=1 {sampled:.3f}")
+    policy.generation_config = msp.GenerationConfig(
+        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None,
+        max_new_tokens=max_new, do_sample=False)
+    _save(policy.half(), tok, out / "policy")
+    critic = msp.Qwen2ForTokenClassification(critic_cfg)
+    critic.model.load_state_dict(critic_sd)
+    p = min(max(sampled, 0.02), 0.98)
+    with torch.no_grad():
+        critic.score.weight.zero_()
+        critic.score.bias.fill_(math.log(p / (1 - p)))
+    _save(critic.half(), tok, out / "critic")
+    card = {
+        **common, "horizon": h, "task": f"synthetic/chain-h{h}-d{args.difficulty}", "sft_step": snap["step"],
+        "rewinds_before_snapshot": snap["rewinds"], "greedy_accuracy_at_snapshot": round(snap["acc"], 4),
+        "n_heldout": len(problems), "heldout_greedy_accuracy": round(greedy, 4),
+        "heldout_sampled_temperature": 1.0, "heldout_sampled_k": args.k_samples,
+        "heldout_sampled_mean_accuracy": round(sampled, 4), "max_new_tokens": max_new,
+        **_lengths(problems, tok),
+        "critic_head_init": f"weight 0, bias logit({p:.4f}) = {math.log(p / (1 - p)):.4f}",
+        "critic_pretrain_final_loss": critic_loss,
+        "greedy_examples": [{"prompt": q.prompt, "response": r, "answer": q.answer}
+                            for q, r in zip(problems[:3], texts[:3])],
+        "policy_mb": msp.folder_mb(out / "policy"), "critic_mb": msp.folder_mb(out / "critic"),
+    }
+    (out / "policy" / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    (out / "policy" / "card.json").chmod(0o644)
+    return card
+
+
+def init_policy(args, pcfg, log):
+    """The policy to fine-tune: the embedded demo policy's weights (``--init-policy``) or random."""
+    torch.manual_seed(args.seed)
+    policy = msp.Qwen2ForCausalLM(pcfg)
+    if args.init_policy != "none":
+        src = Path(msp.DEFAULT_OUT / "policy" if args.init_policy == "embedded" else args.init_policy)
+        donor = msp.Qwen2ForCausalLM.from_pretrained(src, dtype=torch.float32).state_dict()
+        shapes = {k: tuple(v.shape) for k, v in policy.state_dict().items()}
+        if {k: tuple(v.shape) for k, v in donor.items()} != shapes:
+            raise SystemExit(f"--init-policy {src}: its shapes differ from --hidden/--layers/...; "
+                             "pass --init-policy none for a random start")
+        policy.load_state_dict(donor)
+        log(f"policy initialized from {src} (positions {pcfg.max_position_embeddings}; rotary, no table)")
+    return policy
+
+
+def build_kit(args, argv, log) -> int:
+    """The ``--horizons`` mode of make_starter_policy.py (see the module docstring)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-file "Writing model shards" bars
+    t0 = time.time()
+    levels = sorted({int(x) for x in args.horizons.split(",") if x.strip()})
+    if not levels or not set(levels) <= set(ALL_HORIZONS):
+        raise SystemExit(f"--horizons must list values in 2..32, got {args.horizons!r}")
+    tok = build_char_tokenizer(model_max_length=MAX_POSITIONS)
+    pools = chain_pools(tok, args.data_seed, args.difficulty, args.pool_per_horizon)
+    heldout = {}
+    for h in levels:
+        probs = SyntheticTask(args.data_seed, args.difficulty, h).heldout(args.n_eval)
+        longest = max([len(s) for _, s in pools[h]] + [len(p.extra["solution"]) + 1 for p in probs])
+        heldout[h] = (probs, longest + 24)
+    log(f"levels {levels}; {args.pool_per_horizon} train problems per length 2..32; "
+        f"{args.n_eval} held-out per level; max new tokens {[heldout[h][1] for h in levels]}")
+    critic_cfg, critic_sd, critic_loss = build_critic_backbone(args, tok, pools, log)
+    engine = NativeEngine(tok, workers=1, parallel="threads")
+    pcfg = msp.qwen2_config(tok, MAX_POSITIONS, args.hidden, args.layers, args.heads, args.kv_heads,
+                            args.intermediate)
+    policy = init_policy(args, pcfg, log)
+    n_policy = sum(p.numel() for p in policy.parameters())
+    log(f"policy: Qwen2ForCausalLM, {n_policy:,} parameters, {MAX_POSITIONS} positions")
+    common = {
+        "what": "sppo-runner horizon-benchmark starter (char-level Qwen2, one SFT run over chain lengths 2..32, "
+                "snapshot per level)",
+        "command": "python " + " ".join(shlex.quote(a) for a in ["scripts/make_starter_policy.py",
+                                                                  *(sys.argv[1:] if argv is None else argv)]),
+        "seed": args.seed, "data_seed": args.data_seed, "difficulty": args.difficulty, "levels": levels,
+        "init_policy": args.init_policy,
+        "stop_band": [round(args.target - args.tolerance, 4), round(args.target + args.tolerance, 4)],
+        "batch_tokens": args.batch_tokens, "lr": args.lr, "threads": args.threads,
+        "policy_params": n_policy, "max_positions": MAX_POSITIONS, "stored_dtype": "float16",
+        "policy_config": {"hidden": args.hidden, "layers": args.layers, "heads": args.heads,
+                          "kv_heads": args.kv_heads, "intermediate": args.intermediate, "vocab": len(tok)},
+        "critic_config": {"hidden": args.critic_hidden, "layers": args.critic_layers,
+                          "pretrain_steps": args.critic_pretrain_steps},
+        "versions": msp.versions(),
+    }
+    cards = {}
+
+    def capture(h: int, snap: dict) -> None:  # write each level as soon as it is found
+        level = {**common, "wall_seconds_at_snapshot": round(time.time() - t0, 1)}
+        cards[h] = write_level(args, h, snap, tok, critic_cfg, critic_sd, critic_loss, heldout, engine, level, log)
+
+    train_levels(args, tok, policy, pools, heldout, engine, log, capture)
+    summary = {**common, "wall_seconds": round(time.time() - t0, 1),
+               "levels": {str(h): {k: cards[h][k] for k in ("sft_step", "heldout_greedy_accuracy",
+                                                          "heldout_sampled_mean_accuracy", "max_new_tokens",
+                                                          "solution_tokens_mean_with_eos", "prompt_tokens_max")}
+                          for h in sorted(cards)}}
+    (args.out_dir / "card.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log(f"wrote {args.out_dir} ({msp.folder_mb(args.out_dir)} MB) in {summary['wall_seconds']:.0f} s")
+    return 0
