@@ -81,3 +81,18 @@ def test_missing_asset_names_regenerate_command(monkeypatch, tmp_path):
         assets.path("policy")
     with pytest.raises(ValueError):
         assets.path("reference")
+
+
+def test_activation_checkpointing_without_deprecation_warnings():
+    """model.gradient_checkpointing=true turns it on for both models, under transformers' current names."""
+    import warnings
+
+    from sppo_runner.config import CriticConfig, ModelConfig
+    from sppo_runner.models import checkpointing_on, load_critic, load_policy
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        policy = load_policy(ModelConfig(gradient_checkpointing=True), torch.device("cpu"))
+        critic = load_critic(CriticConfig(gradient_checkpointing=True), torch.device("cpu"))
+        assert checkpointing_on(policy) and checkpointing_on(critic)
+        assert not checkpointing_on(load_policy(ModelConfig(), torch.device("cpu")))

@@ -19,6 +19,7 @@ from sppo_runner.algorithms.losses import Normalizer, aggregate, clipped_policy_
 from sppo_runner.batch import RolloutBatch, ScoredBatch, index_rollout
 from sppo_runner.critics import CRITICS
 from sppo_runner.logprobs import grouped_sequence_logprobs, sequence_logprobs
+from sppo_runner.models import checkpointing_on
 from sppo_runner.old_logprobs import recompute
 from sppo_runner.rollout import recompute_old_logprobs
 
@@ -228,7 +229,7 @@ class Learner:
     def _policy_logprobs(self, roll: RolloutBatch, T: int, temp: float,
                          with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs and entropy ``[b, T]``; samples of one prompt share its forward when they can."""
-        checkpointing = getattr(self.policy, "is_gradient_checkpointing", False)
+        checkpointing = checkpointing_on(self.policy)
         # Ranks must agree: the shared pass runs the (sharded) policy twice, the per-row pass once.
         shared = self.dp.all(len(torch.unique(roll.group)) < roll.size) and not checkpointing
         if shared:

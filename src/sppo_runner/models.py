@@ -152,6 +152,20 @@ def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
     return tok
 
 
+def enable_checkpointing(model: torch.nn.Module) -> None:
+    """Turns on activation checkpointing under its current transformers name (renamed in 5.x)."""
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
+
+
+def checkpointing_on(model: torch.nn.Module) -> bool:
+    """Whether activation checkpointing is on, asked without transformers' deprecation warning."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        if hasattr(type(model), name):
+            return bool(getattr(model, name))
+    return False
+
+
 def load_policy(cfg: Any, device: torch.device) -> torch.nn.Module:
     """Loads the causal LM policy (``cfg``: a ModelConfig)."""
     from transformers import AutoModelForCausalLM
@@ -161,7 +175,7 @@ def load_policy(cfg: Any, device: torch.device) -> torch.nn.Module:
         dtype=DTYPES[cfg.dtype], trust_remote_code=cfg.trust_remote_code,
     )
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        enable_checkpointing(model)
     return model.to(device)
 
 
@@ -184,7 +198,7 @@ def load_critic(cfg: Any, device: torch.device) -> torch.nn.Module:
             module.p = 0.0
     model.config.classifier_dropout = 0.0  # saved with the critic
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        enable_checkpointing(model)
     return model.to(device)
 
 
