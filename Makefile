@@ -12,7 +12,7 @@ LOCK_VLLM_PYTHON := $(shell sed -n 's/^\# python: \([0-9.]*\).*/\1/p' requiremen
 
 .PHONY: demo test test-latest install lock run clean vllm-venv test-vllm lock-vllm
 
-$(VENV)/.installed: pyproject.toml requirements/lock.txt scripts/setup_venv.sh
+$(VENV)/.installed: pyproject.toml requirements/lock.txt scripts/setup_venv.sh scripts/venv_common.sh
 	PYTHON=$(PYTHON) bash scripts/setup_venv.sh $(VENV) locked
 	@touch $@
 
@@ -50,7 +50,7 @@ VLLM_VENV ?= .venv-vllm
 # user's own VLLM_CPU_KVCACHE_SPACE (GiB) from reserving more during the tests.
 VLLM_TEST_ENV := SPPO_REQUIRE_VLLM=1 VLLM_CPU_KVCACHE_SPACE=1
 
-$(VLLM_VENV)/.installed: pyproject.toml requirements/lock-vllm.txt scripts/setup_vllm_venv.sh
+$(VLLM_VENV)/.installed: pyproject.toml requirements/lock-vllm.txt scripts/setup_vllm_venv.sh scripts/venv_common.sh
 	PYTHON=$(PYTHON) bash scripts/setup_vllm_venv.sh $(VLLM_VENV)
 	@touch $@
 

@@ -12,32 +12,17 @@ set -euo pipefail
 
 venv=${1:?usage: setup_venv.sh VENV locked|latest}
 mode=${2:?usage: setup_venv.sh VENV locked|latest}
-python=${PYTHON:-python3}
 lock=requirements/lock.txt
-py=$venv/bin/python
-uv=$venv/bin/uv
+source "$(dirname "$0")/venv_common.sh"
+venv_start "$venv" "$lock" requirements/lock.in
 
-locked_version() { sed -n "s/^$1==\([^ ]*\).*/\1/p" "$lock"; }
-uv_version=$(locked_version uv)
-torch_version=$(locked_version torch)
-lock_python=$(sed -n 's/^# python: \([0-9.]*\).*/\1/p' requirements/lock.in)
-
-[ -x "$py" ] || "$python" -m venv "$venv"
-have_python=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 if [ "$mode" = locked ] && [ "$have_python" != "$lock_python" ]; then
   echo "NOTE: $lock is resolved for CPython $lock_python; this venv runs $have_python." >&2
   echo "      Installing the newest releases instead (not reproducible). For the locked set use" >&2
   echo "      PYTHON=python$lock_python, or resolve a lock for this Python with 'make lock'." >&2
   mode=latest
 fi
-"$py" -m pip install -q --disable-pip-version-check "uv==$uv_version"
-
-# Where the CPU build of torch comes from.
-if compgen -G "/opt/wheels/torch-$torch_version-*.whl" >/dev/null; then
-  sources=(--find-links /opt/wheels)
-else
-  sources=(--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
-fi
+sources=("${torch_sources[@]}")
 
 if "$py" -c 'import torch' 2>/dev/null && ! "$py" -c 'import torch; assert "+cpu" in torch.__version__' 2>/dev/null; then
   torch_note="keeping the installed torch $("$py" -c 'import torch; print(torch.__version__)')"
@@ -52,10 +37,6 @@ else
 fi
 echo "setup_venv: $mode install into $venv ($torch_note)"
 
-export UV_LINK_MODE=${UV_LINK_MODE:-copy}
-# Byte-compile at install time as pip does: with PYTHONDONTWRITEBYTECODE set (as on this machine),
-# nothing would ever be compiled, and every import of torch and transformers would take 3x longer.
-export UV_COMPILE_BYTECODE=1
 if [ "$mode" = locked ]; then
   if [ "$torch_note" = "CPU machine: torch $torch_version" ]; then
     # Exactly the lock: anything else in the venv is removed.
