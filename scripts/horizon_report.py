@@ -242,7 +242,7 @@ def verdict_sentence(report: dict[str, Any]) -> str:
         if tr["slope_per_doubling"] is None:
             parts.append(f"{what} there is one horizon only")
             continue
-        parts.append(f"{what} SPPO's lead over token PPO {tr['verdict']} "
+        parts.append(f"{what}, SPPO's lead over token PPO: {tr['verdict']} "
                      f"({100 * tr['slope_per_doubling']:+.1f} ± {100 * tr['se']:.1f} points per doubling of H)")
     return ("; ".join(parts) + ".") if parts else "Token PPO and SPPO were not both run."
 
