@@ -127,10 +127,7 @@ def train_levels(args, tok, policy, pools, heldout, engine, log, on_capture) -> 
         over = [h for h, a in accs.items() if a > hi]
         if over and eval_every > args.min_eval_every:
             rewinds += 1
-            step, sd, osd = snapshot
-            policy.load_state_dict(sd)
-            opt.load_state_dict(osd)
-            eval_every = max(args.min_eval_every, eval_every // 4)
+            step, eval_every = msp.rewind(snapshot, policy, opt, eval_every, args.min_eval_every)
             log(f"  H={over} over the band: rewind to step {step}, eval every {eval_every}")
             continue
         for h, a in accs.items():

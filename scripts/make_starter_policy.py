@@ -196,6 +196,17 @@ def make_optimizer(model, lr: float, wd: float) -> torch.optim.Optimizer:
     )
 
 
+def rewind(snapshot: tuple, policy, opt, eval_every: int, min_eval_every: int) -> tuple[int, int]:
+    """Restores ``snapshot`` (step, policy state, optimizer state); returns its step and a 4x denser interval.
+
+    Batches depend on the step only, so replaying from the snapshot is exact.
+    """
+    step, sd, osd = snapshot
+    policy.load_state_dict(sd)
+    opt.load_state_dict(osd)
+    return step, max(min_eval_every, eval_every // 4)
+
+
 def train_step(model, opt, batch: dict, lr: float) -> float:
     model.train()
     for group in opt.param_groups:
@@ -236,10 +247,7 @@ def warm_start_policy(args, tok, policy, pairs, heldout, max_new: int, log) -> d
         if acc > hi and eval_every > args.min_eval_every:
             # Jumped over the band: replay the last interval with denser evals.
             rewinds += 1
-            step, sd, osd = snapshot
-            policy.load_state_dict(sd)
-            opt.load_state_dict(osd)
-            eval_every = max(args.min_eval_every, eval_every // 4)
+            step, eval_every = rewind(snapshot, policy, opt, eval_every, args.min_eval_every)
             log(f"  over the band ({acc:.3f} > {hi:.2f}): rewind to step {step}, eval every {eval_every}")
             continue
         if acc > hi:
