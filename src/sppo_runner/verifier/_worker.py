@@ -68,10 +68,7 @@ def main() -> None:
         if request is None:
             return
         try:
-            if "k" in request:
-                status = compare_request(str(request["a"]), str(request["g"]), str(request["k"]))
-            else:
-                status = compare_safe(str(request["a"]), str(request["g"]))
+            status = compare_request(str(request["a"]), str(request["g"]), str(request.get("k", "")))
         except BaseException:  # noqa: BLE001 - the reply must always go out
             status = "error"
         stdout.write(encode_frame({"s": status}))
