@@ -10,7 +10,7 @@ UPGRADE ?=
 LOCK_PYTHON := $(shell sed -n 's/^\# python: \([0-9.]*\).*/\1/p' requirements/lock.in)
 LOCK_VLLM_PYTHON := $(shell sed -n 's/^\# python: \([0-9.]*\).*/\1/p' requirements/lock-vllm.in)
 
-.PHONY: demo test test-latest install lock run clean vllm-venv test-vllm lock-vllm
+.PHONY: demo test test-latest install lock run clean vllm-venv test-vllm lock-vllm horizon-kit
 
 $(VENV)/.installed: pyproject.toml requirements/lock.txt scripts/setup_venv.sh scripts/venv_common.sh
 	PYTHON=$(PYTHON) bash scripts/setup_venv.sh $(VENV) locked
@@ -67,6 +67,16 @@ lock-vllm: install
 	  --excludes requirements/lock-vllm.exclude \
 	  --find-links /opt/wheels --python-version $(LOCK_VLLM_PYTHON) --python-platform x86_64-manylinux_2_28 \
 	  $(if $(UPGRADE),--upgrade) --output-file requirements/lock-vllm.txt
+
+# The horizon benchmark's starters (src/sppo_runner/assets/horizon), as shipped: levels 2, 4, 8 from
+# the embedded policy over chains of every length 2-32 (constant lr), then 16 and 32 continued from
+# the H=8 policy over lengths 8-32 (cosine lr). Each level's card names the command that made it.
+# About 25 + 18 min on one thread here.
+horizon-kit: install
+	$(PY) scripts/make_starter_policy.py --horizons 2,4,8 --max-steps 12000
+	$(PY) scripts/make_starter_policy.py --horizons 16,32 --train-horizons 8-32 \
+	  --init-policy src/sppo_runner/assets/horizon/h8/policy --lr 1e-3 --lr-schedule cosine --max-steps 1500 \
+	  --target 0.30 --tolerance 0.15 --eval-every 100 --min-eval-every 25 --threads 1
 
 clean:
 	rm -rf $(VENV) .venv-latest $(VLLM_VENV) build src/*.egg-info .pytest_cache

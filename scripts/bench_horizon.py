@@ -2,7 +2,7 @@
 
 At each horizon H (``data.horizon``: chains of H labelled one-operation steps, the
 reference chain of thought about 11 H + 10 tokens) every algorithm starts from the
-same starter policy and critic (``assets/horizon/h<H>``, greedy accuracy 34-46%)
+same starter policy and critic (``assets/horizon/h<H>``, greedy accuracy 17-43%)
 and trains with
 
 * **equal generated tokens**: ``trainer.max_tokens = --samples x`` the mean
@@ -23,10 +23,15 @@ values per quarter of the response, ``critic/explained_var_q1..q4``; SPPO:
 ``critic/value_reward_corr``), averaged over the second half of each run. Writes
 ``horizon.md``, ``horizon.json`` and ``accuracy_vs_horizon.png`` into the output
 folder and ends with one JSON line. Finished runs are skipped when the same
-``--out`` is given again, so an interrupted benchmark continues where it stopped.
+``--out`` is given again, so an interrupted benchmark continues where it stopped (the
+reported wall time adds up every call on that folder).
 
-Runs execute one after another in this process (no per-run interpreter start-up);
-each is an ordinary ``sppo-run`` run folder under ``runs/<mode>/h<H>/<algo>-seed<s>``.
+``--jobs N`` runs N runs at a time, each in its own process on one thread
+(``trainer.threads=1``; default: one per core). Every run of a benchmark then sees
+the same load, so wall-clock budgets stay comparable. ``--jobs 1`` runs
+them one after another in this process on every core. Each is an ordinary
+``sppo-run`` run folder under ``runs/<mode>/h<H>/<algo>-seed<s>``. All equal-token
+runs go first: each horizon's wall-clock budget is measured on its SPPO runs.
 
 Usage::
 
@@ -39,6 +44,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import shutil
 import sys
 import time
@@ -55,11 +61,11 @@ MODES = ("tokens", "seconds")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--horizons", default="2,4,8", help="comma list; each needs a starter in --kit (shipped: 2, 4, 8)")
+    p.add_argument("--horizons", default="2,4,8,16,32", help="comma list; each needs a starter in --kit (shipped: 2, 4, 8, 16, 32)")
     p.add_argument("--algorithms", default="sppo,ppo,grpo", help="any registered ones (rloo, remax too)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--modes", default="tokens,seconds", help="tokens (equal generated tokens), seconds (equal wall clock)")
-    p.add_argument("--samples", type=int, default=640,
+    p.add_argument("--samples", type=int, default=512,
                    help="token budget at H = this x the mean reference response length at H")
     p.add_argument("--seconds", default="",
                    help="wall-clock budgets 'H:S,...' (training seconds); default: SPPO's mean training "
@@ -70,13 +76,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "(the paper's 0.6; at T=1 a long chain rarely survives sampling)")
     p.add_argument("--same-prompts", action="store_true",
                    help="every algorithm gets --samples-per-step prompts per step (GRPO: 8x the samples)")
-    p.add_argument("--evals", type=int, default=2, help="evaluations during each run (plus before and at the end)")
+    p.add_argument("--evals", type=int, default=1, help="evaluations during each run (plus before and at the end)")
     p.add_argument("--problems", type=int, default=128, help="held-out problems per evaluation")
     p.add_argument("--k", type=int, default=2, help="samples per held-out problem (mean@k)")
     p.add_argument("--greedy", action="store_true", help="also evaluate greedy accuracy (one more decode per problem)")
     p.add_argument("--kit", type=Path, default=DEFAULT_KIT, help="starter folder with h<H>/policy and h<H>/critic")
     p.add_argument("--out", type=Path, default=None, help="default outputs/bench_horizon/<time>")
     p.add_argument("--keep-models", action="store_true", help="keep each run's final/ and checkpoints/")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="runs at a time, each in its own process on one thread; 1: one after another here")
     p.add_argument("--readme", type=Path, default=None,
                    help="also write the results into this README between its bench_horizon markers and "
                         "copy the plot to docs/accuracy_vs_horizon.png beside it")
@@ -133,6 +141,8 @@ def overrides(args, algo: str, seed: int, h: int, card: dict, budget: dict) -> l
     else:
         over += [f"trainer.max_seconds={budget['seconds']:.3f}",
                  f"trainer.eval_every_seconds={budget['seconds'] / (args.evals + 1):.3f}"]
+    if args.jobs > 1:
+        over.append("trainer.threads=1")  # before the extra overrides, which may set it otherwise
     return over + list(args.extra)
 
 
@@ -180,11 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     cards = {h: starter(args.kit, h) for h in args.horizons}
     budgets: dict[str, dict[int, dict]] = {m: {} for m in args.modes}
-    for h in args.horizons:
-        card = cards[h]
-        for mode in args.modes:
+    for mode in [m for m in MODES if m in args.modes]:  # tokens first: they size the wall-clock budgets
+        jobs = []
+        for h in args.horizons:
             if mode == "tokens":
-                budget = {"tokens": round(args.samples * card["solution_tokens_mean_with_eos"])}
+                budget = {"tokens": round(args.samples * cards[h]["solution_tokens_mean_with_eos"])}
             else:
                 budget = {"seconds": args.seconds.get(h) or sppo_seconds(out, h, args.seeds)}
             budgets[mode][h] = budget
@@ -193,10 +203,11 @@ def main(argv: list[str] | None = None) -> int:
                     run_dir = out / "runs" / mode / f"h{h}" / f"{algo}-seed{seed}"
                     if (run_dir / "summary.json").is_file():
                         print(f"= {run_dir} (done)", flush=True)
-                        continue
-                    run_one(args, run_dir, overrides(args, algo, seed, h, card, budget))
+                    else:
+                        jobs.append((run_dir, overrides(args, algo, seed, h, cards[h], budget)))
+        run_all(args, jobs)
     report = analyse(out / "runs", args, cards, budgets)
-    report["bench_wall_seconds"] = round(time.perf_counter() - t0, 1)
+    report["bench_wall_seconds"] = add_wall_seconds(out, time.perf_counter() - t0)
     (out / "horizon.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "horizon.md").write_text(markdown(report))
     plot(report, out / "accuracy_vs_horizon.png")
@@ -211,6 +222,32 @@ def main(argv: list[str] | None = None) -> int:
                       "ppo_gap_to_sppo": report["ppo_gap_to_sppo"], "budgets": report["budgets"],
                       "bench_wall_seconds": report["bench_wall_seconds"], "report": str(out / "horizon.md")}))
     return 0
+
+
+def run_all(args, jobs: list[tuple[Path, list[str]]]) -> None:
+    """Runs ``(run_dir, overrides)`` pairs: here one by one, or ``--jobs`` at a time in single-threaded workers."""
+    if args.jobs <= 1:
+        for run_dir, over in jobs:
+            run_one(args, run_dir, over)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # Longest first (horizon is in the path), so the last worker is not left alone with a long run.
+    jobs = sorted(jobs, key=lambda j: -int(j[0].parent.name[1:]))
+    # spawn: a fresh interpreter per worker, never a fork of a process that has started torch threads.
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_one, args, run_dir, over) for run_dir, over in jobs]
+        for f in futures:
+            f.result()  # re-raises a worker's error here
+
+
+def add_wall_seconds(out: Path, seconds: float) -> float:
+    """The benchmark's wall time over every call on ``out`` (a resumed one continues the count)."""
+    f = out / "wall_seconds.json"
+    total = (json.loads(f.read_text())["seconds"] if f.is_file() else 0.0) + seconds
+    f.write_text(json.dumps({"seconds": round(total, 1)}) + "\n")
+    return round(total, 1)
 
 
 def without_readme(argv: list[str]) -> list[str]:

@@ -95,7 +95,7 @@ def analyse(runs_root: Path, args: Any, cards: dict[int, dict], budgets: dict[st
                      "samples": args.samples, "samples_per_step": args.samples_per_step,
                      "same_prompts": args.same_prompts, "problems": args.problems, "k": args.k,
                      "evals": args.evals, "temperature": args.temperature, "greedy": args.greedy,
-                     "extra": list(args.extra)},
+                     "jobs": args.jobs, "extra": list(args.extra)},
         "starters": {h: {k: c.get(k) for k in ("heldout_greedy_accuracy", "heldout_sampled_mean_accuracy",
                                                "solution_tokens_mean_with_eos", "max_new_tokens")}
                      for h, c in cards.items()},
@@ -251,10 +251,12 @@ def readme_block(report: dict[str, Any], command: str, plot_path: str) -> str:
     """The README's results block: command, time, tables, plot and the measured verdict."""
     body = markdown(report).split("\n", 2)[2].replace("## ", "#### ")
     minutes = report["bench_wall_seconds"] / 60
+    jobs = report["settings"].get("jobs", 1)
+    how = "all runs one after another" if jobs <= 1 else f"{jobs} runs at a time, one thread each"
     return "\n".join([
         README_BEGIN,
-        f"`{command}` took {minutes:.0f} min on this machine ({report['bench_wall_seconds']:.0f} s, "
-        "all runs one after another).", "", body.strip(), "", f"![accuracy vs horizon]({plot_path})", "",
+        f"`{command}` took {minutes:.0f} min on this machine ({report['bench_wall_seconds']:.0f} s, {how}).",
+        "", body.strip(), "", f"![accuracy vs horizon]({plot_path})", "",
         f"Measured: {verdict_sentence(report)}", README_END])
 
 

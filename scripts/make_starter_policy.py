@@ -23,10 +23,10 @@ Run from the repository root (about 5-10 minutes on 2 CPU cores)::
 
     .venv/bin/python scripts/make_starter_policy.py
 
-``--horizons 2,4,8,16,32`` builds the horizon benchmark's starters instead (one
-policy and critic per level, in ``assets/horizon/``; see ``horizon_starters.py``)::
-
-    .venv/bin/python scripts/make_starter_policy.py --horizons 2,4,8,16,32
+``--horizons`` builds the horizon benchmark's starters instead (one policy and
+critic per level, in ``assets/horizon/``; see ``horizon_starters.py``). The shipped
+kit takes two runs, the second continuing from the first's H=8 policy (``make
+horizon-kit`` runs both; the Makefile lists their options).
 
 Everything is CPU float32 with fixed seeds and a fixed thread count, so the
 same machine reproduces the same weights.
@@ -74,11 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          f"h<H>/policy and h<H>/critic under {DEFAULT_OUT / 'horizon'})")
     ap.add_argument("--horizons", default="",
                     help="comma list of chain lengths (2..32): build the horizon benchmark's starters instead")
-    ap.add_argument("--batch-tokens", type=int, default=4096, help="--horizons: tokens per SFT batch")
-    ap.add_argument("--pool-per-horizon", type=int, default=2000, help="--horizons: train problems per length")
-    ap.add_argument("--init-policy", default="embedded",
-                    help="--horizons: start from this policy folder's weights ('embedded': the demo policy, "
-                         "which knows the same arithmetic; 'none': random)")
+    from horizon_starters import add_args  # the sibling script's --horizons options
+
+    add_args(ap)
     ap.add_argument("--seed", type=int, default=0, help="model init, batches and sampling")
     ap.add_argument("--data-seed", type=int, default=0, help="SyntheticTask seed (train pool and held-out set)")
     ap.add_argument("--difficulty", type=int, default=2)

@@ -13,8 +13,7 @@ from sppo_runner import assets
 
 sys.path.insert(0, str(REPO / "scripts"))
 MB = 2**20
-# Shipped so far; 16 and 32 are not built yet (assets/horizon/card.json, "unfinished").
-LEVELS = (2, 4, 8)
+LEVELS = (2, 4, 8, 16, 32)
 
 
 @pytest.fixture(autouse=True)
@@ -51,6 +50,49 @@ def test_builder_writes_levels_and_cards(tiny_kit):
         assert len(cfg["id2label"]) == 1 and cfg["max_position_embeddings"] == 1024
 
 
+def test_continued_level_merges_into_the_kit(tiny_kit, tmp_path):
+    """A long level continued from a shorter one's policy joins the kit; each level names its own run."""
+    import shutil
+
+    import make_starter_policy
+
+    kit = tmp_path / "kit"
+    shutil.copytree(tiny_kit, kit)
+    before = json.loads((kit / "card.json").read_text())
+    argv = ["--horizons", "3", "--train-horizons", "3-4", "--lr-schedule", "cosine", "--max-steps", "4",
+            "--eval-every", "2", "--n-eval", "8", "--k-samples", "2", "--pool-per-horizon", "40",
+            "--critic-pretrain-steps", "2", "--batch-tokens", "512", "--hidden", "32", "--intermediate", "64",
+            "--layers", "1", "--critic-hidden", "16", "--critic-intermediate", "32", "--critic-layers", "1",
+            "--init-policy", str(kit / "h2" / "policy"), "--out-dir", str(kit)]
+    assert make_starter_policy.main(argv) == 0
+    summary = json.loads((kit / "card.json").read_text())
+    assert set(summary["levels"]) == {"2", "3"}
+    assert summary["levels"]["2"] == {**summary["levels"]["2"], **{k: before["levels"]["2"][k] for k in
+                                                                     ("sft_step", "heldout_greedy_accuracy")}}
+    assert summary["levels"]["2"]["init_policy"] == "none"
+    three = summary["levels"]["3"]
+    assert three["init_policy"] == str(kit / "h2" / "policy") and three["lr_schedule"] == "cosine"
+    assert three["train_horizons"] == "3-4" and "--train-horizons 3-4" in three["command"]
+    assert "unfinished" in summary  # 4, 8, 16, 32 are not in this kit
+
+
+def test_cosine_schedule_and_train_lengths():
+    import argparse
+
+    import horizon_starters as hs
+
+    a = argparse.Namespace(lr=1e-3, warmup=10, max_steps=110, lr_schedule="cosine")
+    assert hs.lr_at(a, 5) == pytest.approx(5e-4)  # warm-up
+    assert hs.lr_at(a, 10) == pytest.approx(1e-3)
+    assert hs.lr_at(a, 60) == pytest.approx(5.5e-4)  # half-way: (1 + 0.1) / 2
+    assert hs.lr_at(a, 110) == pytest.approx(1e-4)
+    assert hs.lr_at(argparse.Namespace(lr=1e-3, warmup=10, max_steps=110, lr_schedule="constant"), 110) == 1e-3
+    assert hs.train_lengths("8-32") == tuple(range(8, 33)) and hs.train_lengths("4") == (4,)
+    for bad in ("1-8", "8-40", "x", "9-8"):
+        with pytest.raises(SystemExit, match="--train-horizons"):
+            hs.train_lengths(bad)
+
+
 # ---- the shipped starters ----------------------------------------------------------------------
 def test_every_level_shipped_with_room_to_rise():
     assert assets.horizon_levels() == list(LEVELS)
@@ -66,7 +108,8 @@ def test_every_level_shipped_with_room_to_rise():
         assert card["max_new_tokens"] > card["solution_tokens_max_with_eos"]
     lengths = [json.loads((assets.horizon_path(h, "policy") / "card.json").read_text())
                ["solution_tokens_mean_with_eos"] for h in LEVELS]
-    assert lengths == sorted(lengths) and lengths[0] < 50 and lengths[-1] > 90
+    assert lengths == sorted(lengths) and lengths[0] < 50 and lengths[-1] > 300
+    assert "unfinished" not in summary
 
 
 def test_kit_within_size_budget():
@@ -97,7 +140,7 @@ def test_h2_greedy_accuracy_reproduces_card():
 
 
 def test_missing_level_names_the_build_command():
-    with pytest.raises(FileNotFoundError, match="make_starter_policy.py --horizons"):
+    with pytest.raises(FileNotFoundError, match="make horizon-kit"):
         assets.horizon_path(3, "policy")
 
 
@@ -109,7 +152,7 @@ def test_bench_smoke(tiny_kit, tmp_path, capsys):
     out = tmp_path / "bench"
     argv = ["--horizons", "2,3", "--algorithms", "sppo,ppo,grpo", "--seeds", "0", "--samples", "16",
             "--samples-per-step", "8", "--problems", "4", "--k", "1", "--evals", "1", "--kit", str(tiny_kit),
-            "--out", str(out), "data.train_size=64", "verifier.workers=1", "trainer.threads=1",
+            "--out", str(out), "--jobs", "2", "data.train_size=64", "verifier.workers=1", "trainer.threads=1",
             "rollout.cpu_parallel=threads", "algorithm.critic_warmup_steps=0"]
     assert bench_horizon.main(argv) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -132,6 +175,8 @@ def test_bench_smoke(tiny_kit, tmp_path, capsys):
     md = (out / "horizon.md").read_text()
     assert "equal generated tokens" in md and "equal wall clock" in md and "SPPO minus token PPO" in md
     assert not (out / "runs" / "tokens" / "h2" / "sppo-seed0" / "final").exists()
-    # A second call finds every run finished and only rewrites the report.
+    # A second call finds every run finished and only rewrites the report; its wall time adds up.
+    first = report["bench_wall_seconds"]
     assert bench_horizon.main(argv) == 0
     assert "(done)" in capsys.readouterr().out
+    assert json.loads((out / "horizon.json").read_text())["bench_wall_seconds"] >= first > 0

@@ -19,7 +19,7 @@ __all__ = ["HORIZON_REGENERATE", "NAMES", "REGENERATE", "horizon_levels", "horiz
 
 NAMES = ("policy", "critic")
 REGENERATE = "python scripts/make_starter_policy.py"
-HORIZON_REGENERATE = "python scripts/make_starter_policy.py --horizons 2,4,8,16,32"
+HORIZON_REGENERATE = "make horizon-kit"
 _ROOT = Path(__file__).resolve().parent
 
 
