@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                     if (run_dir / "summary.json").is_file():
                         print(f"= {run_dir} (done)", flush=True)
                     else:
-                        jobs.append((run_dir, overrides(args, algo, seed, h, cards[h], budget)))
+                        jobs.append((h, run_dir, overrides(args, algo, seed, h, cards[h], budget)))
         run_all(args, jobs)
     report = analyse(out / "runs", args, cards, budgets)
     report["bench_wall_seconds"] = add_wall_seconds(out, time.perf_counter() - t0)
@@ -224,20 +224,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_all(args, jobs: list[tuple[Path, list[str]]]) -> None:
-    """Runs ``(run_dir, overrides)`` pairs: here one by one, or ``--jobs`` at a time in single-threaded workers."""
+def run_all(args, jobs: list[tuple[int, Path, list[str]]]) -> None:
+    """Runs ``(horizon, run_dir, overrides)``: here one by one, or ``--jobs`` at a time in single-threaded workers."""
     if args.jobs <= 1:
-        for run_dir, over in jobs:
+        for _, run_dir, over in jobs:
             run_one(args, run_dir, over)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    # Longest first (horizon is in the path), so the last worker is not left alone with a long run.
-    jobs = sorted(jobs, key=lambda j: -int(j[0].parent.name[1:]))
+    # Longest horizons first, so the last worker is not left alone with a long run.
+    jobs = sorted(jobs, key=lambda j: -j[0])
     # spawn: a fresh interpreter per worker, never a fork of a process that has started torch threads.
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_one, args, run_dir, over) for run_dir, over in jobs]
+        futures = [pool.submit(run_one, args, run_dir, over) for _, run_dir, over in jobs]
         for f in futures:
             f.result()  # re-raises a worker's error here
 
