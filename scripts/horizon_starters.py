@@ -54,7 +54,8 @@ from sppo_runner.rollout.base import SamplingParams
 from sppo_runner.rollout.native import NativeEngine
 from sppo_runner.tokenizer import build_char_tokenizer, save_char_tokenizer
 
-import make_starter_policy as msp  # noqa: E402  (the sibling script: shared SFT helpers)
+import make_starter_policy as msp  # noqa: E402  (the sibling script: model shapes, evaluation)
+import sft_steps as sft  # noqa: E402  (shared SFT steps)
 
 MAX_POSITIONS = 1024
 ALL_HORIZONS = tuple(range(2, 33))
@@ -79,7 +80,7 @@ def add_args(ap) -> None:
 # --------------------------------------------------------------------------- #
 def chain_pools(tok, data_seed: int, difficulty: int, pool: int, lengths=ALL_HORIZONS) -> dict[int, list]:
     """``{H: [(prompt ids, solution ids + EOS)]}`` for every training length in ``lengths``."""
-    return {h: msp.tokenize_pairs(tok, SyntheticTask(data_seed, difficulty, h).train(pool)) for h in lengths}
+    return {h: sft.tokenize_pairs(tok, SyntheticTask(data_seed, difficulty, h).train(pool)) for h in lengths}
 
 
 def train_lengths(spec: str) -> tuple[int, ...]:
@@ -153,7 +154,7 @@ def train_levels(args, tok, policy, pools, heldout, engine, log, on_capture) -> 
 
     ``snap`` holds ``state`` (the policy's weights), ``step``, ``acc`` (greedy) and ``rewinds``.
     """
-    opt = msp.make_optimizer(policy, args.lr, args.weight_decay)
+    opt = sft.make_optimizer(policy, args.lr, args.weight_decay)
     lo, hi = args.target - args.tolerance, args.target + args.tolerance
     pending, best = set(heldout), {}
     eval_every, rewinds, step, losses = args.eval_every, 0, 0, []
@@ -161,7 +162,7 @@ def train_levels(args, tok, policy, pools, heldout, engine, log, on_capture) -> 
     while pending and step < args.max_steps:
         step += 1
         _, pairs = batch_for(args.seed, step, pools, args.batch_tokens)
-        losses.append(msp.train_step(policy, opt, msp.collate(pairs, tok.pad_token_id, False), lr_at(args, step)))
+        losses.append(sft.train_step(policy, opt, sft.collate(pairs, tok.pad_token_id, False), lr_at(args, step)))
         if step % eval_every:
             continue
         log(f"step {step:5d}  loss {sum(losses) / len(losses):.4f}")
@@ -170,7 +171,7 @@ def train_levels(args, tok, policy, pools, heldout, engine, log, on_capture) -> 
         over = [h for h, a in accs.items() if a > hi]
         if over and eval_every > args.min_eval_every:
             rewinds += 1
-            step, eval_every = msp.rewind(snapshot, policy, opt, eval_every, args.min_eval_every)
+            step, eval_every = sft.rewind(snapshot, policy, opt, eval_every, args.min_eval_every)
             log(f"  H={over} over the band: rewind to step {step}, eval every {eval_every}")
             continue
         for h, a in accs.items():
@@ -196,12 +197,12 @@ def build_critic_backbone(args, tok, pools, log):
                            args.critic_kv_heads, args.critic_intermediate, num_labels=1, classifier_dropout=0.0)
     torch.manual_seed(args.seed + 1)
     lm = msp.Qwen2ForCausalLM(cfg)
-    opt = msp.make_optimizer(lm, args.critic_lr, args.weight_decay)
+    opt = sft.make_optimizer(lm, args.critic_lr, args.weight_decay)
     losses = []
     for step in range(1, args.critic_pretrain_steps + 1):
         lr = args.critic_lr * min(1.0, step / max(1, args.warmup))
         _, pairs = batch_for(args.seed + 7919, step, pools, args.batch_tokens)
-        losses.append(msp.train_step(lm, opt, msp.collate(pairs, tok.pad_token_id, True), lr))
+        losses.append(sft.train_step(lm, opt, sft.collate(pairs, tok.pad_token_id, True), lr))
     tail = losses[-20:] or [float("nan")]
     log(f"critic backbone: {args.critic_pretrain_steps} LM steps, loss {sum(tail) / len(tail):.4f}")
     return cfg, lm.model.state_dict(), round(sum(tail) / len(tail), 4)

@@ -72,34 +72,41 @@ def cli_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0", **extra}
 
 
-def assert_greedy_agrees(model, ours, ref, min_compared: float = 0.5) -> float:
+def _teacher_forced(model, batch):
+    """Logits ``[B, T, V]`` that ``model`` (the learner's forward) gives each response position of
+    ``batch``, and one unit in the last place of the model dtype at their largest magnitude."""
+    n_resp = batch.response_ids.shape[1]
+    input_ids, attention_mask, position_ids = batch.full()
+    with torch.no_grad():
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    logits = out.logits[:, -n_resp - 1 : -1]
+    scale = logits.abs().max().float().clamp(min=1e-30)
+    return logits.float(), torch.finfo(logits.dtype).eps * torch.exp2(torch.floor(torch.log2(scale)))
+
+
+def assert_greedy_agrees(model, ours, ref, min_compared: float = 0.5, ulps: float = 1.0) -> float:
     """Greedy tokens of two implementations agree wherever the choice is resolvable.
 
     Two correct implementations round differently, so where the reference's top-2 logits are
-    closer than the model dtype's resolution at the logits' scale (one unit in the last place of
-    the largest logit), either token is a correct greedy choice and the rows may part from there on.
-    Each row's tokens must match up to its first such near-tie (the whole row, length included,
-    where there is none). Near-ties are found by teacher-forcing the reference's tokens through
-    ``model`` (the learner's forward), in the model's own dtype.
+    closer than ``ulps`` units in the last place of the model dtype at the logits' scale, either
+    token is a correct greedy choice and the rows may part from there on. Each row's tokens must
+    match up to its first such near-tie (the whole row, length included, where there is none).
+    Near-ties are found by teacher-forcing the reference's tokens through ``model`` (the learner's
+    forward), in the model's own dtype.
 
     Args:
         model: The causal LM both implementations decoded.
         ours, ref: ``RolloutBatch`` es of greedy decoding of the same prompts.
         min_compared: The fraction of the reference's response tokens that must be compared, so
             that a test cannot pass by finding near-ties everywhere.
+        ulps: The top-2 margin, in units in the last place, below which a choice is a near-tie.
 
     Returns:
         The fraction of response tokens compared.
     """
-    n_resp = ref.response_ids.shape[1]
-    input_ids, attention_mask, position_ids = ref.full()
-    with torch.no_grad():
-        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-    logits = out.logits[:, -n_resp - 1 : -1]
-    top2 = logits.topk(2, dim=-1).values.float()  # [B, T, 2]
-    scale = logits.abs().max().float().clamp(min=1e-30)
-    ulp = torch.finfo(logits.dtype).eps * torch.exp2(torch.floor(torch.log2(scale)))
-    clear = (top2[..., 0] - top2[..., 1]) >= ulp  # [B, T]
+    logits, ulp = _teacher_forced(model, ref)
+    top2 = logits.topk(2, dim=-1).values  # [B, T, 2]
+    clear = (top2[..., 0] - top2[..., 1]) >= ulps * ulp  # [B, T]
     lengths, compared = ref.response_mask.sum(1).tolist(), 0
     for r, n in enumerate(lengths):
         ties = (~clear[r, :n]).nonzero()
@@ -114,3 +121,24 @@ def assert_greedy_agrees(model, ours, ref, min_compared: float = 0.5) -> float:
     fraction = compared / max(sum(lengths), 1)
     assert fraction >= min_compared, f"only {fraction:.0%} of tokens before a near-tie: the check says little"
     return fraction
+
+
+def assert_greedy_choices(model, batch, ulps: float = 2.0) -> None:
+    """Every response token of ``batch`` is a greedy choice of ``model``'s teacher-forced forward.
+
+    A token passes when its logit is within ``ulps`` units in the last place (of the model dtype,
+    at the logits' scale) of the position's largest logit. Unlike a comparison of two decodes,
+    this checks every token, near-ties included, so it cannot pass by comparing few of them.
+
+    Args:
+        model: The causal LM that ``batch`` was decoded greedily from.
+        batch: A ``RolloutBatch``; its response tokens ``[B, T]`` are checked where the mask is 1.
+    """
+    logits, ulp = _teacher_forced(model, batch)
+    chosen = logits.gather(-1, batch.response_ids.unsqueeze(-1)).squeeze(-1)  # [B, T]
+    deficit = (logits.max(-1).values - chosen) / ulp
+    bad = (deficit > ulps) & batch.response_mask.bool()
+    assert not bad.any(), (
+        f"{int(bad.sum())} tokens are not greedy choices; first at (row, position) "
+        f"{tuple(bad.nonzero()[0].tolist())}, {float(deficit[bad].max()):.1f} ulps below the top logit"
+    )
